@@ -1,0 +1,300 @@
+//! The entities Splice manages. Each carries `tags`, creation and update times, and a `version`
+//! that increases with every write (used for optimistic concurrency and cache keys).
+
+use std::collections::BTreeMap;
+
+use crate::{ConnectorId, IdentityId, InstallId, IntegrationId, Millis, Secret, SessionId};
+use crate::{Tags, TenantId};
+
+/// Fields every stored entity has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub tags: Tags,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub version: i64,
+}
+
+impl Meta {
+    /// Metadata of an entity created now.
+    pub fn new(tags: Tags, now: Millis) -> Self {
+        Self { tags, created_at: now, updated_at: now, version: 1 }
+    }
+}
+
+/// How a connector authenticates its client at the token endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body.
+    #[default]
+    Body,
+    /// HTTP Basic with the url-encoded id and secret.
+    Basic,
+}
+
+/// A generic OAuth 2.0 authorization-code connector.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    pub authorization_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default = "yes")]
+    pub pkce: bool,
+    #[serde(default)]
+    pub authorize_params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    #[serde(default)]
+    pub userinfo_url: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a connector is, by type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectorConfig {
+    OAuth2(OAuth2Config),
+}
+
+impl ConnectorConfig {
+    /// The `type` name used in the API and storage.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::OAuth2(_) => "oauth2",
+        }
+    }
+}
+
+/// A connector: Splice's relationship with one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connector {
+    pub id: ConnectorId,
+    pub config: ConnectorConfig,
+    pub meta: Meta,
+}
+
+/// How invocations of an integration share JavaScript state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// Warm contexts reused across invocations of one version.
+    #[default]
+    Warm,
+    /// A fresh context for every invocation.
+    Invocation,
+}
+
+/// Resource limits of an integration's invocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    pub memory_mb: u32,
+    pub cpu_ms: u64,
+    pub wall_ms: u64,
+    pub isolation: Isolation,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self { memory_mb: 64, cpu_ms: 1_000, wall_ms: 30_000, isolation: Isolation::Warm }
+    }
+}
+
+impl RuntimeSettings {
+    /// Checks the limits lie in the ranges Splice supports.
+    pub fn validate(&self) -> Result<(), crate::InvalidValue> {
+        let bad = |field, reason: &str| Err(crate::InvalidValue::new(field, reason));
+        if !(8..=1024).contains(&self.memory_mb) {
+            return bad("memory_mb", "must be between 8 and 1024");
+        }
+        if !(1..=60_000).contains(&self.cpu_ms) {
+            return bad("cpu_ms", "must be between 1 and 60000");
+        }
+        if !(1..=300_000).contains(&self.wall_ms) {
+            return bad("wall_ms", "must be between 1 and 300000");
+        }
+        Ok(())
+    }
+}
+
+/// A deployed integration. Its compiled bytecode is stored beside it, not carried here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Integration {
+    pub id: IntegrationId,
+    pub files: BTreeMap<String, String>,
+    /// Connector names used in code, mapped to connector ids.
+    pub connectors: BTreeMap<String, ConnectorId>,
+    pub runtime: RuntimeSettings,
+    pub meta: Meta,
+}
+
+/// The health of an identity's credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityStatus {
+    Healthy,
+    /// The provider rejected the refresh token; the user must connect again.
+    NeedsReauth,
+}
+
+impl IdentityStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::NeedsReauth => "needs_reauth",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "healthy" => Some(Self::Healthy),
+            "needs_reauth" => Some(Self::NeedsReauth),
+            _ => None,
+        }
+    }
+}
+
+/// The tokens of one identity. Encrypted as a whole at rest.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenSet {
+    pub access_token: Secret,
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
+    /// When the access token expires; `None` when the provider gave no lifetime.
+    #[serde(default)]
+    pub expires_at: Option<Millis>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// One user's credential with one connector's service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub id: IdentityId,
+    pub connector: ConnectorId,
+    pub tenant: TenantId,
+    /// The provider's id for the account (userinfo `sub`, or from the token response).
+    pub subject: Option<String>,
+    pub status: IdentityStatus,
+    pub status_reason: Option<String>,
+    pub status_at: Millis,
+    pub tokens: TokenSet,
+    pub meta: Meta,
+}
+
+/// One tenant's configured integration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Install {
+    pub id: InstallId,
+    pub integration: IntegrationId,
+    pub tenant: TenantId,
+    /// Connector names used in code, mapped to the identity this install uses for each.
+    pub identities: BTreeMap<String, IdentityId>,
+    pub meta: Meta,
+}
+
+/// Where a session is in the connect flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// The user has not finished every connector step.
+    Pending,
+    /// Every step has an identity; the session can be committed.
+    Completed,
+    /// The install exists.
+    Committed,
+    /// The user refused or a provider failed; see the error.
+    Failed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Committed => "committed",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "completed" => Some(Self::Completed),
+            "committed" => Some(Self::Committed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One connector the user must authorize during a session.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionStep {
+    /// The connector's name in the integration's code.
+    pub name: String,
+    pub connector: ConnectorId,
+    pub identity: Option<IdentityId>,
+}
+
+/// Why a session failed, as the provider or Splice reported it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionError {
+    pub code: String,
+    pub description: String,
+}
+
+/// A connect flow that ends in an install once committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: SessionId,
+    pub integration: IntegrationId,
+    pub tenant: TenantId,
+    pub redirect_url: String,
+    pub status: SessionStatus,
+    pub steps: Vec<SessionStep>,
+    pub error: Option<SessionError>,
+    pub install: Option<InstallId>,
+    pub expires_at: Millis,
+    pub meta: Meta,
+}
+
+impl Session {
+    /// The first step still waiting for an identity.
+    pub fn next_step(&self) -> Option<(usize, &SessionStep)> {
+        self.steps.iter().enumerate().find(|(_, s)| s.identity.is_none())
+    }
+}
+
+/// A pending authorization request, keyed by the hash of its `state`. Single use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthState {
+    pub state_hash: String,
+    pub session: SessionId,
+    pub step: usize,
+    pub connector: ConnectorId,
+    pub pkce_verifier: Option<Secret>,
+    pub expires_at: Millis,
+}
+
+/// One recorded invocation of an integration.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InvocationRecord {
+    pub integration: IntegrationId,
+    pub install: Option<String>,
+    pub at: Millis,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub duration_us: i64,
+    pub error: Option<String>,
+    /// Captured console lines, as JSON objects (`level`, `message`, `at_ms`).
+    pub logs: serde_json::Value,
+}

@@ -1,0 +1,128 @@
+//! Connectors: their configuration as JSON, the client secret sealed in its own column.
+
+use async_trait::async_trait;
+use splice_domain::{Connector, ConnectorConfig, ConnectorId, OAuth2Config, Secret};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{SqlStore, conflict_on_unique, from_json, read_meta, to_json};
+use crate::{ConnectorStore, Result, StoreError};
+
+fn secret_context(id: &ConnectorId) -> String {
+    format!("connector:{id}:client_secret")
+}
+
+/// Splits a connector's config into the public JSON and the secret.
+fn split_config(config: &ConnectorConfig) -> (String, &Secret) {
+    match config {
+        ConnectorConfig::OAuth2(oauth) => {
+            let mut json = serde_json::to_value(oauth).unwrap_or_default();
+            if let Some(map) = json.as_object_mut() {
+                map.remove("client_secret");
+            }
+            (json.to_string(), &oauth.client_secret)
+        }
+    }
+}
+
+impl SqlStore {
+    fn read_connector(&self, row: &SqliteRow) -> Result<Connector> {
+        let id = ConnectorId::parse(row.try_get("id")?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let kind: String = row.try_get("kind")?;
+        let sealed: Vec<u8> = row.try_get("client_secret")?;
+        let secret = String::from_utf8(self.open(&secret_context(&id), &sealed)?)
+            .map_err(|_| StoreError::Corrupt("client secret is not text".into()))?;
+
+        let mut json: serde_json::Value = from_json(row.try_get("config")?, "connector config")?;
+        if let Some(map) = json.as_object_mut() {
+            map.insert("client_secret".into(), secret.into());
+        }
+        let config = match kind.as_str() {
+            "oauth2" => ConnectorConfig::OAuth2(
+                serde_json::from_value::<OAuth2Config>(json)
+                    .map_err(|e| StoreError::Corrupt(format!("connector config: {e}")))?,
+            ),
+            other => return Err(StoreError::Corrupt(format!("unknown connector kind {other:?}"))),
+        };
+        Ok(Connector { id, config, meta: read_meta(row)? })
+    }
+}
+
+#[async_trait]
+impl ConnectorStore for SqlStore {
+    async fn create_connector(&self, connector: &Connector) -> Result<()> {
+        let (config, secret) = split_config(&connector.config);
+        let sealed = self.seal(&secret_context(&connector.id), secret.expose().as_bytes());
+        sqlx::query(
+            "INSERT INTO connectors \
+             (id, kind, config, client_secret, tags, created_at, updated_at, version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(connector.id.as_str())
+        .bind(connector.config.kind())
+        .bind(config)
+        .bind(sealed)
+        .bind(to_json(&connector.meta.tags))
+        .bind(connector.meta.created_at)
+        .bind(connector.meta.updated_at)
+        .bind(connector.meta.version)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, format!("connector {}", connector.id)))?;
+        Ok(())
+    }
+
+    async fn get_connector(&self, id: &ConnectorId) -> Result<Option<Connector>> {
+        let row = sqlx::query("SELECT * FROM connectors WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| self.read_connector(&r)).transpose()
+    }
+
+    async fn list_connectors(&self) -> Result<Vec<Connector>> {
+        let rows = sqlx::query("SELECT * FROM connectors ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| self.read_connector(r)).collect()
+    }
+
+    async fn update_connector(&self, connector: &Connector) -> Result<()> {
+        let (config, secret) = split_config(&connector.config);
+        let sealed = self.seal(&secret_context(&connector.id), secret.expose().as_bytes());
+        let done = sqlx::query(
+            "UPDATE connectors SET kind = ?, config = ?, client_secret = ?, tags = ?, \
+             updated_at = ?, version = ? WHERE id = ? AND version = ?",
+        )
+        .bind(connector.config.kind())
+        .bind(config)
+        .bind(sealed)
+        .bind(to_json(&connector.meta.tags))
+        .bind(connector.meta.updated_at)
+        .bind(connector.meta.version)
+        .bind(connector.id.as_str())
+        .bind(connector.meta.version - 1)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::VersionMismatch(format!("connector {}", connector.id)));
+        }
+        Ok(())
+    }
+
+    async fn delete_connector(&self, id: &ConnectorId) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM entity_tags WHERE kind = 'identity' AND entity_id IN \
+             (SELECT id FROM identities WHERE connector_id = ?)",
+        )
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM connectors WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

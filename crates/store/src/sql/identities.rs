@@ -1,0 +1,214 @@
+//! Identities: one user's credential with one connector, tokens sealed as one JSON value.
+
+use async_trait::async_trait;
+use splice_domain::{
+    ConnectorId, Identity, IdentityId, IdentityStatus, TagFilter, TenantId, TokenSet, now_millis,
+};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{SqlStore, parse_column, read_meta, tag_clauses, to_json, write_tags};
+use crate::{IdentityStore, Result, StoreError};
+
+fn tokens_context(id: &IdentityId) -> String {
+    format!("identity:{id}:tokens")
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl SqlStore {
+    pub(super) fn read_identity(&self, row: &SqliteRow) -> Result<Identity> {
+        let id = IdentityId::parse(row.try_get("id")?).map_err(corrupt)?;
+        let sealed: Vec<u8> = row.try_get("tokens")?;
+        let tokens: TokenSet =
+            serde_json::from_slice(&self.open(&tokens_context(&id), &sealed)?).map_err(corrupt)?;
+        let status: String = row.try_get("status")?;
+        Ok(Identity {
+            connector: ConnectorId::parse(row.try_get("connector_id")?).map_err(corrupt)?,
+            tenant: TenantId::parse(row.try_get("tenant")?).map_err(corrupt)?,
+            subject: row.try_get("subject")?,
+            status: parse_column(&status, "identity status", IdentityStatus::parse)?,
+            status_reason: row.try_get("status_reason")?,
+            status_at: row.try_get("status_at")?,
+            tokens,
+            meta: read_meta(row)?,
+            id,
+        })
+    }
+
+    pub(super) fn seal_tokens(&self, id: &IdentityId, tokens: &TokenSet) -> Vec<u8> {
+        self.seal(&tokens_context(id), to_json(tokens).as_bytes())
+    }
+
+    /// Inserts a new identity inside the caller's transaction.
+    pub(super) async fn insert_identity(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        identity: &Identity,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO identities (id, connector_id, tenant, subject, status, status_reason, \
+             status_at, tokens, expires_at, tags, created_at, updated_at, version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(identity.id.as_str())
+        .bind(identity.connector.as_str())
+        .bind(identity.tenant.as_str())
+        .bind(&identity.subject)
+        .bind(identity.status.as_str())
+        .bind(&identity.status_reason)
+        .bind(identity.status_at)
+        .bind(self.seal_tokens(&identity.id, &identity.tokens))
+        .bind(identity.tokens.expires_at)
+        .bind(to_json(&identity.meta.tags))
+        .bind(identity.meta.created_at)
+        .bind(identity.meta.updated_at)
+        .bind(identity.meta.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| super::conflict_on_unique(e, format!("identity {}", identity.id)))?;
+        write_tags(tx, "identity", identity.id.as_str(), &identity.meta.tags).await
+    }
+
+    /// Rewrites an existing identity (tokens, subject, status, tags) with a version check,
+    /// inside the caller's transaction.
+    pub(super) async fn rewrite_identity(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        identity: &Identity,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE identities SET subject = ?, status = ?, status_reason = ?, status_at = ?, \
+             tokens = ?, expires_at = ?, tags = ?, updated_at = ?, version = ? \
+             WHERE id = ? AND version = ?",
+        )
+        .bind(&identity.subject)
+        .bind(identity.status.as_str())
+        .bind(&identity.status_reason)
+        .bind(identity.status_at)
+        .bind(self.seal_tokens(&identity.id, &identity.tokens))
+        .bind(identity.tokens.expires_at)
+        .bind(to_json(&identity.meta.tags))
+        .bind(identity.meta.updated_at)
+        .bind(identity.meta.version)
+        .bind(identity.id.as_str())
+        .bind(identity.meta.version - 1)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::VersionMismatch(format!("identity {}", identity.id)));
+        }
+        write_tags(tx, "identity", identity.id.as_str(), &identity.meta.tags).await
+    }
+}
+
+#[async_trait]
+impl IdentityStore for SqlStore {
+    async fn get_identity(&self, id: &IdentityId) -> Result<Option<Identity>> {
+        let row = sqlx::query("SELECT * FROM identities WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| self.read_identity(&r)).transpose()
+    }
+
+    async fn find_identity_by_subject(
+        &self,
+        connector: &ConnectorId,
+        tenant: &TenantId,
+        subject: &str,
+    ) -> Result<Option<Identity>> {
+        let row = sqlx::query(
+            "SELECT * FROM identities WHERE connector_id = ? AND tenant = ? AND subject = ?",
+        )
+        .bind(connector.as_str())
+        .bind(tenant.as_str())
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| self.read_identity(&r)).transpose()
+    }
+
+    async fn list_identities(
+        &self,
+        connector: &ConnectorId,
+        tenant: Option<&TenantId>,
+        tags: &[TagFilter],
+    ) -> Result<Vec<Identity>> {
+        let sql = format!(
+            "SELECT * FROM identities WHERE connector_id = ? AND (? IS NULL OR tenant = ?){} \
+             ORDER BY created_at DESC, id",
+            tag_clauses("identity", "id", tags.len())
+        );
+        let tenant = tenant.map(TenantId::as_str);
+        let mut query = sqlx::query(&sql).bind(connector.as_str()).bind(tenant).bind(tenant);
+        for filter in tags {
+            query = query.bind(&filter.key).bind(&filter.value);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(|r| self.read_identity(r)).collect()
+    }
+
+    async fn update_tokens(
+        &self,
+        id: &IdentityId,
+        expected_version: i64,
+        tokens: &TokenSet,
+    ) -> Result<Identity> {
+        let now = now_millis();
+        let row = sqlx::query(
+            "UPDATE identities SET tokens = ?, expires_at = ?, status = 'healthy', \
+             status_reason = NULL, status_at = CASE WHEN status = 'healthy' THEN status_at \
+             ELSE ? END, updated_at = ?, version = version + 1 \
+             WHERE id = ? AND version = ? RETURNING *",
+        )
+        .bind(self.seal_tokens(id, tokens))
+        .bind(tokens.expires_at)
+        .bind(now)
+        .bind(now)
+        .bind(id.as_str())
+        .bind(expected_version)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => self.read_identity(&row),
+            None => Err(StoreError::VersionMismatch(format!("identity {id}"))),
+        }
+    }
+
+    async fn update_status(&self, identity: &Identity) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE identities SET status = ?, status_reason = ?, status_at = ?, \
+             updated_at = ?, version = ? WHERE id = ? AND version = ?",
+        )
+        .bind(identity.status.as_str())
+        .bind(&identity.status_reason)
+        .bind(identity.status_at)
+        .bind(identity.meta.updated_at)
+        .bind(identity.meta.version)
+        .bind(identity.id.as_str())
+        .bind(identity.meta.version - 1)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::VersionMismatch(format!("identity {}", identity.id)));
+        }
+        Ok(())
+    }
+
+    async fn delete_identity(&self, id: &IdentityId) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM entity_tags WHERE kind = 'identity' AND entity_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM identities WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,122 @@
+//! Installs and the identities each one uses.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use splice_domain::{IdentityId, Install, InstallId, IntegrationId, TagFilter, TenantId};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{SqlStore, read_meta, tag_clauses, to_json, write_tags};
+use crate::{InstallStore, Result, StoreError};
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl SqlStore {
+    async fn read_install(&self, row: &SqliteRow) -> Result<Install> {
+        let id = InstallId::parse(row.try_get("id")?).map_err(corrupt)?;
+        let links: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, identity_id FROM install_identities WHERE install_id = ? ORDER BY name",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut identities = BTreeMap::new();
+        for (name, identity) in links {
+            identities.insert(name, IdentityId::parse(&identity).map_err(corrupt)?);
+        }
+        Ok(Install {
+            integration: IntegrationId::parse(row.try_get("integration_id")?).map_err(corrupt)?,
+            tenant: TenantId::parse(row.try_get("tenant")?).map_err(corrupt)?,
+            identities,
+            meta: read_meta(row)?,
+            id,
+        })
+    }
+
+    /// Inserts an install with its identity links inside the caller's transaction.
+    pub(super) async fn insert_install(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        install: &Install,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO installs (id, integration_id, tenant, tags, created_at, updated_at, \
+             version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(install.id.as_str())
+        .bind(install.integration.as_str())
+        .bind(install.tenant.as_str())
+        .bind(to_json(&install.meta.tags))
+        .bind(install.meta.created_at)
+        .bind(install.meta.updated_at)
+        .bind(install.meta.version)
+        .execute(&mut *tx)
+        .await?;
+        for (name, identity) in &install.identities {
+            sqlx::query(
+                "INSERT INTO install_identities (install_id, name, identity_id) VALUES (?, ?, ?)",
+            )
+            .bind(install.id.as_str())
+            .bind(name)
+            .bind(identity.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        write_tags(tx, "install", install.id.as_str(), &install.meta.tags).await
+    }
+}
+
+#[async_trait]
+impl InstallStore for SqlStore {
+    async fn get_install(&self, id: &InstallId) -> Result<Option<Install>> {
+        let row = sqlx::query("SELECT * FROM installs WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(self.read_install(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_installs(
+        &self,
+        integration: &IntegrationId,
+        tenant: Option<&TenantId>,
+        tags: &[TagFilter],
+    ) -> Result<Vec<Install>> {
+        let sql = format!(
+            "SELECT * FROM installs WHERE integration_id = ? AND (? IS NULL OR tenant = ?){} \
+             ORDER BY created_at DESC, id",
+            tag_clauses("install", "id", tags.len())
+        );
+        let tenant = tenant.map(TenantId::as_str);
+        let mut query = sqlx::query(&sql).bind(integration.as_str()).bind(tenant).bind(tenant);
+        for filter in tags {
+            query = query.bind(&filter.key).bind(&filter.value);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let mut installs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            installs.push(self.read_install(row).await?);
+        }
+        Ok(installs)
+    }
+
+    async fn delete_install(&self, id: &InstallId) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM entity_tags WHERE kind = 'install' AND entity_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM installs WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

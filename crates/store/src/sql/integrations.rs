@@ -1,0 +1,100 @@
+//! Integrations: source files, compiled bytecode and runtime settings.
+
+use async_trait::async_trait;
+use splice_domain::{Integration, IntegrationId};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{SqlStore, from_json, read_meta, to_json};
+use crate::{IntegrationStore, Result, StoreError, StoredProgram};
+
+const COLUMNS: &str = "id, files, connectors, runtime, tags, created_at, updated_at, version";
+
+fn read_integration(row: &SqliteRow) -> Result<Integration> {
+    let id = IntegrationId::parse(row.try_get("id")?)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Integration {
+        id,
+        files: from_json(row.try_get("files")?, "files")?,
+        connectors: from_json(row.try_get("connectors")?, "connectors")?,
+        runtime: from_json(row.try_get("runtime")?, "runtime")?,
+        meta: read_meta(row)?,
+    })
+}
+
+#[async_trait]
+impl IntegrationStore for SqlStore {
+    async fn put_integration(
+        &self,
+        integration: &Integration,
+        bytecode: &[u8],
+    ) -> Result<(Integration, bool)> {
+        // The upsert keeps created_at and bumps version, so concurrent deploys serialize.
+        let row = sqlx::query(&format!(
+            "INSERT INTO integrations (id, files, bytecode, connectors, runtime, tags, \
+             created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) \
+             ON CONFLICT (id) DO UPDATE SET files = excluded.files, \
+             bytecode = excluded.bytecode, connectors = excluded.connectors, \
+             runtime = excluded.runtime, tags = excluded.tags, \
+             updated_at = excluded.updated_at, version = integrations.version + 1 \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(integration.id.as_str())
+        .bind(to_json(&integration.files))
+        .bind(bytecode)
+        .bind(to_json(&integration.connectors))
+        .bind(to_json(&integration.runtime))
+        .bind(to_json(&integration.meta.tags))
+        .bind(integration.meta.created_at)
+        .bind(integration.meta.updated_at)
+        .fetch_one(&self.pool)
+        .await?;
+        let stored = read_integration(&row)?;
+        let created = stored.meta.version == 1;
+        Ok((stored, created))
+    }
+
+    async fn get_integration(&self, id: &IntegrationId) -> Result<Option<Integration>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM integrations WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| read_integration(&r)).transpose()
+    }
+
+    async fn get_program(&self, id: &IntegrationId) -> Result<Option<StoredProgram>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS}, bytecode FROM integrations WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(StoredProgram {
+            integration: read_integration(&row)?,
+            bytecode: row.try_get("bytecode")?,
+        }))
+    }
+
+    async fn list_integrations(&self) -> Result<Vec<Integration>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM integrations ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(read_integration).collect()
+    }
+
+    async fn delete_integration(&self, id: &IntegrationId) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM entity_tags WHERE kind = 'install' AND entity_id IN \
+             (SELECT id FROM installs WHERE integration_id = ?)",
+        )
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM integrations WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

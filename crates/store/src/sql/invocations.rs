@@ -1,0 +1,73 @@
+//! The invocation log: appended in batches off the request path, listed newest first.
+
+use async_trait::async_trait;
+use splice_domain::{IntegrationId, InvocationRecord};
+use sqlx::Row;
+
+use super::{SqlStore, from_json};
+use crate::{InvocationQuery, InvocationStore, Result, StoreError};
+
+#[async_trait]
+impl InvocationStore for SqlStore {
+    async fn record_invocations(&self, records: &[InvocationRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO invocations (integration_id, install_id, at, method, path, status, \
+                 duration_us, error, logs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.integration.as_str())
+            .bind(&r.install)
+            .bind(r.at)
+            .bind(&r.method)
+            .bind(&r.path)
+            .bind(i64::from(r.status))
+            .bind(r.duration_us)
+            .bind(&r.error)
+            .bind(r.logs.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_invocations(
+        &self,
+        integration: &IntegrationId,
+        query: &InvocationQuery,
+    ) -> Result<Vec<InvocationRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM invocations WHERE integration_id = ? \
+             AND (? IS NULL OR install_id = ?) AND (? IS NULL OR at >= ?) \
+             AND (? IS NULL OR at < ?) ORDER BY at DESC, seq DESC LIMIT ?",
+        )
+        .bind(integration.as_str())
+        .bind(&query.install)
+        .bind(&query.install)
+        .bind(query.since)
+        .bind(query.since)
+        .bind(query.until)
+        .bind(query.until)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: i64 = row.try_get("status")?;
+                Ok(InvocationRecord {
+                    integration: integration.clone(),
+                    install: row.try_get("install_id")?,
+                    at: row.try_get("at")?,
+                    method: row.try_get("method")?,
+                    path: row.try_get("path")?,
+                    status: u16::try_from(status)
+                        .map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
+                    duration_us: row.try_get("duration_us")?,
+                    error: row.try_get("error")?,
+                    logs: from_json(row.try_get("logs")?, "invocation logs")?,
+                })
+            })
+            .collect()
+    }
+}
