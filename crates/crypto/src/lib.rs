@@ -38,7 +38,9 @@ impl MasterKey {
 
     /// Decodes a standard base64 key of exactly 32 bytes (surrounding whitespace ignored).
     pub fn from_base64(encoded: &str) -> Result<Self, CryptoError> {
-        let bytes = STANDARD.decode(encoded.trim()).map_err(|_| CryptoError::BadKey)?;
+        let bytes = STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| CryptoError::BadKey)?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadKey)?;
         Ok(Self(key))
     }
@@ -62,16 +64,24 @@ pub struct Cipher {
 
 impl Cipher {
     pub fn new(key: &MasterKey) -> Self {
-        Self { aead: Aes256Gcm::new(&key.0.into()) }
+        Self {
+            aead: Aes256Gcm::new(&key.0.into()),
+        }
     }
 
     /// Encrypts `plaintext`, bound to `context` (e.g. `"identity:idn_…:tokens"`).
     pub fn encrypt(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
-        let payload = Payload { msg: plaintext, aad: context.as_bytes() };
+        let payload = Payload {
+            msg: plaintext,
+            aad: context.as_bytes(),
+        };
         // AES-GCM only fails for inputs beyond 64 GiB, far past anything Splice stores.
-        let sealed = self.aead.encrypt(Nonce::from_slice(&nonce), payload).unwrap_or_default();
+        let sealed = self
+            .aead
+            .encrypt(Nonce::from_slice(&nonce), payload)
+            .unwrap_or_default();
         let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
         out.push(FORMAT_V1);
         out.extend_from_slice(&nonce);
@@ -88,8 +98,13 @@ impl Cipher {
             return Err(CryptoError::Decrypt);
         }
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let payload = Payload { msg: sealed, aad: context.as_bytes() };
-        self.aead.decrypt(Nonce::from_slice(nonce), payload).map_err(|_| CryptoError::Decrypt)
+        let payload = Payload {
+            msg: sealed,
+            aad: context.as_bytes(),
+        };
+        self.aead
+            .decrypt(Nonce::from_slice(nonce), payload)
+            .map_err(|_| CryptoError::Decrypt)
     }
 }
 
@@ -102,7 +117,10 @@ pub fn random_token(bytes: usize) -> String {
 
 /// Hex SHA-256 of `value`: how API keys and `state` values are looked up without storing them.
 pub fn sha256_hex(value: &str) -> String {
-    Sha256::digest(value.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The PKCE S256 challenge of a verifier (RFC 7636 section 4.2).
@@ -124,8 +142,14 @@ mod tests {
     fn round_trip_and_context_binding() {
         let cipher = Cipher::new(&MasterKey::generate());
         let sealed = cipher.encrypt("identity:a", b"refresh-token-value");
-        assert_eq!(cipher.decrypt("identity:a", &sealed).unwrap(), b"refresh-token-value");
-        assert_eq!(cipher.decrypt("identity:b", &sealed), Err(CryptoError::Decrypt));
+        assert_eq!(
+            cipher.decrypt("identity:a", &sealed).unwrap(),
+            b"refresh-token-value"
+        );
+        assert_eq!(
+            cipher.decrypt("identity:b", &sealed),
+            Err(CryptoError::Decrypt)
+        );
         assert!(!sealed.windows(7).any(|w| w == b"refresh"));
     }
 
@@ -142,22 +166,34 @@ mod tests {
     fn master_key_parses_only_32_bytes() {
         let key = MasterKey::generate();
         assert!(MasterKey::from_base64(&key.to_base64()).is_ok());
-        assert_eq!(MasterKey::from_base64("c2hvcnQ=").unwrap_err(), CryptoError::BadKey);
-        assert_eq!(MasterKey::from_base64("not base64!").unwrap_err(), CryptoError::BadKey);
+        assert_eq!(
+            MasterKey::from_base64("c2hvcnQ=").unwrap_err(),
+            CryptoError::BadKey
+        );
+        assert_eq!(
+            MasterKey::from_base64("not base64!").unwrap_err(),
+            CryptoError::BadKey
+        );
         assert_eq!(format!("{key:?}"), "MasterKey(***)");
     }
 
     #[test]
     fn pkce_matches_the_rfc_7636_vector() {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        assert_eq!(pkce_challenge(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            pkce_challenge(verifier),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 
     #[test]
     fn random_tokens_are_url_safe_and_distinct() {
         let a = random_token(32);
         assert_eq!(a.len(), 43);
-        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_ne!(a, random_token(32));
     }
 }

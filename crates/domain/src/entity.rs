@@ -18,7 +18,12 @@ pub struct Meta {
 impl Meta {
     /// Metadata of an entity created now.
     pub fn new(tags: Tags, now: Millis) -> Self {
-        Self { tags, created_at: now, updated_at: now, version: 1 }
+        Self {
+            tags,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
     }
 }
 
@@ -103,7 +108,12 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        Self { memory_mb: 64, cpu_ms: 1_000, wall_ms: 30_000, isolation: Isolation::Warm }
+        Self {
+            memory_mb: 64,
+            cpu_ms: 1_000,
+            wall_ms: 30_000,
+            isolation: Isolation::Warm,
+        }
     }
 }
 
@@ -269,7 +279,10 @@ pub struct Session {
 impl Session {
     /// The first step still waiting for an identity.
     pub fn next_step(&self) -> Option<(usize, &SessionStep)> {
-        self.steps.iter().enumerate().find(|(_, s)| s.identity.is_none())
+        self.steps
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.identity.is_none())
     }
 }
 

@@ -12,7 +12,7 @@ mod tags;
 pub use entity::*;
 pub use id::*;
 pub use secret::Secret;
-pub use tags::{Tags, TagFilter};
+pub use tags::{TagFilter, Tags};
 
 /// A rejected value, with the reason in words a caller can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +24,10 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self { field, reason: reason.into() }
+        Self {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -42,6 +45,9 @@ pub fn rfc3339(ms: Millis) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }

@@ -16,7 +16,10 @@ pub struct Tags(BTreeMap<String, String>);
 impl Tags {
     pub fn parse(map: BTreeMap<String, String>) -> Result<Self, InvalidValue> {
         if map.len() > MAX_TAGS {
-            return Err(InvalidValue::new("tags", format!("at most {MAX_TAGS} tags")));
+            return Err(InvalidValue::new(
+                "tags",
+                format!("at most {MAX_TAGS} tags"),
+            ));
         }
         for (key, value) in &map {
             check_key(key)?;
@@ -38,14 +41,18 @@ impl Tags {
 
     /// Whether every filter matches one of these tags.
     pub fn matches(&self, filters: &[TagFilter]) -> bool {
-        filters.iter().all(|f| self.get(&f.key) == Some(f.value.as_str()))
+        filters
+            .iter()
+            .all(|f| self.get(&f.key) == Some(f.value.as_str()))
     }
 }
 
 fn check_key(key: &str) -> Result<(), InvalidValue> {
     let valid = !key.is_empty()
         && key.len() <= MAX_KEY_LEN
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/:-".contains(&b));
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/:-".contains(&b));
     if valid {
         Ok(())
     } else {
@@ -72,10 +79,16 @@ impl TagFilter {
     /// Parses `key=value` (the value may itself contain `=`).
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let Some((key, value)) = raw.split_once('=') else {
-            return Err(InvalidValue::new("tag", format!("{raw:?} must be key=value")));
+            return Err(InvalidValue::new(
+                "tag",
+                format!("{raw:?} must be key=value"),
+            ));
         };
         check_key(key).map_err(|e| InvalidValue::new("tag", e.reason))?;
-        Ok(Self { key: key.to_owned(), value: value.to_owned() })
+        Ok(Self {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
     }
 }
 

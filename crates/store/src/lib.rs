@@ -89,8 +89,12 @@ pub trait SessionStore: Send + Sync {
     async fn take_auth_state(&self, state_hash: &str) -> Result<Option<AuthState>>;
     /// In one transaction: writes the identity (inserted when `new`, else its tokens, status
     /// and subject updated) and the session that now references it.
-    async fn attach_identity(&self, session: &Session, identity: &Identity, new: bool)
-    -> Result<()>;
+    async fn attach_identity(
+        &self,
+        session: &Session,
+        identity: &Identity,
+        new: bool,
+    ) -> Result<()>;
     /// In one transaction: creates the install and marks the session committed.
     async fn commit_session(&self, session: &Session, install: &Install) -> Result<()>;
 }

@@ -43,9 +43,17 @@ impl SqlStore {
                 serde_json::from_value::<OAuth2Config>(json)
                     .map_err(|e| StoreError::Corrupt(format!("connector config: {e}")))?,
             ),
-            other => return Err(StoreError::Corrupt(format!("unknown connector kind {other:?}"))),
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown connector kind {other:?}"
+                )));
+            }
         };
-        Ok(Connector { id, config, meta: read_meta(row)? })
+        Ok(Connector {
+            id,
+            config,
+            meta: read_meta(row)?,
+        })
     }
 }
 
@@ -82,7 +90,9 @@ impl ConnectorStore for SqlStore {
     }
 
     async fn list_connectors(&self) -> Result<Vec<Connector>> {
-        let rows = sqlx::query("SELECT * FROM connectors ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM connectors ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| self.read_connector(r)).collect()
     }
 
@@ -104,7 +114,10 @@ impl ConnectorStore for SqlStore {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::VersionMismatch(format!("connector {}", connector.id)));
+            return Err(StoreError::VersionMismatch(format!(
+                "connector {}",
+                connector.id
+            )));
         }
         Ok(())
     }

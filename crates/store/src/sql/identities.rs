@@ -98,7 +98,10 @@ impl SqlStore {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::VersionMismatch(format!("identity {}", identity.id)));
+            return Err(StoreError::VersionMismatch(format!(
+                "identity {}",
+                identity.id
+            )));
         }
         write_tags(tx, "identity", identity.id.as_str(), &identity.meta.tags).await
     }
@@ -143,7 +146,10 @@ impl IdentityStore for SqlStore {
             tag_clauses("identity", "id", tags.len())
         );
         let tenant = tenant.map(TenantId::as_str);
-        let mut query = sqlx::query(&sql).bind(connector.as_str()).bind(tenant).bind(tenant);
+        let mut query = sqlx::query(&sql)
+            .bind(connector.as_str())
+            .bind(tenant)
+            .bind(tenant);
         for filter in tags {
             query = query.bind(&filter.key).bind(&filter.value);
         }
@@ -193,7 +199,10 @@ impl IdentityStore for SqlStore {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::VersionMismatch(format!("identity {}", identity.id)));
+            return Err(StoreError::VersionMismatch(format!(
+                "identity {}",
+                identity.id
+            )));
         }
         Ok(())
     }

@@ -94,7 +94,10 @@ impl InstallStore for SqlStore {
             tag_clauses("install", "id", tags.len())
         );
         let tenant = tenant.map(TenantId::as_str);
-        let mut query = sqlx::query(&sql).bind(integration.as_str()).bind(tenant).bind(tenant);
+        let mut query = sqlx::query(&sql)
+            .bind(integration.as_str())
+            .bind(tenant)
+            .bind(tenant);
         for filter in tags {
             query = query.bind(&filter.key).bind(&filter.value);
         }

@@ -11,8 +11,8 @@ use crate::{IntegrationStore, Result, StoreError, StoredProgram};
 const COLUMNS: &str = "id, files, connectors, runtime, tags, created_at, updated_at, version";
 
 fn read_integration(row: &SqliteRow) -> Result<Integration> {
-    let id = IntegrationId::parse(row.try_get("id")?)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let id =
+        IntegrationId::parse(row.try_get("id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(Integration {
         id,
         files: from_json(row.try_get("files")?, "files")?,
@@ -63,10 +63,12 @@ impl IntegrationStore for SqlStore {
     }
 
     async fn get_program(&self, id: &IntegrationId) -> Result<Option<StoredProgram>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS}, bytecode FROM integrations WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS}, bytecode FROM integrations WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(StoredProgram {
             integration: read_integration(&row)?,

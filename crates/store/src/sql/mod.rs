@@ -55,7 +55,10 @@ impl SqlStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
 
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
 
@@ -90,11 +93,12 @@ impl SqlStore {
 
     /// Writes a value to the `meta` table unless the key exists; returns whether it wrote.
     pub async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<bool> {
-        let done = sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -32,7 +32,9 @@ fn read_session(row: &SqliteRow) -> Result<Session> {
         status: parse_column(&status, "session status", SessionStatus::parse)?,
         steps: from_json(row.try_get("steps")?, "session steps")?,
         error: error.map(|e| from_json(&e, "session error")).transpose()?,
-        install: install.map(|i| splice_domain::InstallId::parse(&i).map_err(corrupt)).transpose()?,
+        install: install
+            .map(|i| splice_domain::InstallId::parse(&i).map_err(corrupt))
+            .transpose()?,
         expires_at: row.try_get("expires_at")?,
         meta: read_meta(row)?,
     })
@@ -56,7 +58,10 @@ async fn rewrite_session(tx: &mut sqlx::SqliteConnection, session: &Session) -> 
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
-        return Err(StoreError::VersionMismatch(format!("session {}", session.id)));
+        return Err(StoreError::VersionMismatch(format!(
+            "session {}",
+            session.id
+        )));
     }
     Ok(())
 }

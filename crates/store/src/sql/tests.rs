@@ -19,7 +19,10 @@ async fn open() -> (SqlStore, TempDir, MasterKey) {
 }
 
 fn tags(pairs: &[(&str, &str)]) -> Tags {
-    let map = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Tags::parse(map).unwrap()
 }
 
@@ -95,15 +98,24 @@ fn session(integration: &str, tenant: &str) -> Session {
 /// step holds a new identity.
 async fn seeded() -> (SqlStore, TempDir, Session, Identity) {
     let (store, dir, _) = open().await;
-    store.create_connector(&connector("idp", "client-secret-1")).await.unwrap();
-    store.put_integration(&integration("sync"), b"bytecode").await.unwrap();
+    store
+        .create_connector(&connector("idp", "client-secret-1"))
+        .await
+        .unwrap();
+    store
+        .put_integration(&integration("sync"), b"bytecode")
+        .await
+        .unwrap();
     let mut session = session("sync", "acme");
     store.create_session(&session).await.unwrap();
     let identity = identity("acme", "alice", "access-1");
     session.steps[0].identity = Some(identity.id.clone());
     session.status = SessionStatus::Completed;
     session.meta.version += 1;
-    store.attach_identity(&session, &identity, true).await.unwrap();
+    store
+        .attach_identity(&session, &identity, true)
+        .await
+        .unwrap();
     (store, dir, session, identity)
 }
 
@@ -129,7 +141,16 @@ async fn connector_update_checks_the_version() {
     c.meta.version = 2;
     c.meta.updated_at = 2_000;
     store.update_connector(&c).await.unwrap();
-    assert_eq!(store.get_connector(&c.id).await.unwrap().unwrap().meta.version, 2);
+    assert_eq!(
+        store
+            .get_connector(&c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .meta
+            .version,
+        2
+    );
 
     let err = store.update_connector(&c).await.unwrap_err();
     assert!(matches!(err, StoreError::VersionMismatch(_)), "{err:?}");
@@ -142,7 +163,10 @@ async fn connector_update_checks_the_version() {
 #[tokio::test]
 async fn deploys_bump_the_version_and_keep_created_at() {
     let (store, _dir, _) = open().await;
-    let (first, created) = store.put_integration(&integration("sync"), b"v1").await.unwrap();
+    let (first, created) = store
+        .put_integration(&integration("sync"), b"v1")
+        .await
+        .unwrap();
     assert!(created);
     assert_eq!(first.meta.version, 1);
 
@@ -183,17 +207,39 @@ async fn identities_are_found_by_subject_and_tenant() {
     let connector = ConnectorId::parse("idp").unwrap();
     let acme = TenantId::parse("acme").unwrap();
 
-    let found = store.find_identity_by_subject(&connector, &acme, "alice").await.unwrap();
+    let found = store
+        .find_identity_by_subject(&connector, &acme, "alice")
+        .await
+        .unwrap();
     assert_eq!(found.as_ref().map(|i| &i.id), Some(&identity.id));
     assert_eq!(found.unwrap().tokens, identity.tokens);
 
     let other = TenantId::parse("globex").unwrap();
-    assert!(store.find_identity_by_subject(&connector, &other, "alice").await.unwrap().is_none());
+    assert!(
+        store
+            .find_identity_by_subject(&connector, &other, "alice")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let filter = [TagFilter::parse("source=test").unwrap()];
-    assert_eq!(store.list_identities(&connector, Some(&acme), &filter).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_identities(&connector, Some(&acme), &filter)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let miss = [TagFilter::parse("source=other").unwrap()];
-    assert!(store.list_identities(&connector, None, &miss).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_identities(&connector, None, &miss)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -209,7 +255,10 @@ async fn token_updates_lose_to_a_newer_writer() {
     // A refresher that read version 1 must not overwrite the newer token.
     let mut stale = identity.tokens.clone();
     stale.access_token = Secret::new("access-stale");
-    let err = store.update_tokens(&identity.id, 1, &stale).await.unwrap_err();
+    let err = store
+        .update_tokens(&identity.id, 1, &stale)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::VersionMismatch(_)), "{err:?}");
     let now = store.get_identity(&identity.id).await.unwrap().unwrap();
     assert_eq!(now.tokens.access_token.expose(), "access-2");
@@ -225,10 +274,16 @@ async fn status_changes_are_stored_with_the_reason() {
 
     let loaded = store.get_identity(&identity.id).await.unwrap().unwrap();
     assert_eq!(loaded.status, IdentityStatus::NeedsReauth);
-    assert_eq!(loaded.status_reason.as_deref(), Some("invalid_grant: revoked"));
+    assert_eq!(
+        loaded.status_reason.as_deref(),
+        Some("invalid_grant: revoked")
+    );
 
     // New tokens make it healthy again.
-    let healed = store.update_tokens(&identity.id, 2, &identity.tokens).await.unwrap();
+    let healed = store
+        .update_tokens(&identity.id, 2, &identity.tokens)
+        .await
+        .unwrap();
     assert_eq!(healed.status, IdentityStatus::Healthy);
     assert_eq!(healed.status_reason, None);
 }
@@ -248,25 +303,46 @@ async fn commit_creates_the_install_and_marks_the_session() {
     session.meta.version += 1;
     store.commit_session(&session, &install).await.unwrap();
 
-    assert_eq!(store.get_install(&install.id).await.unwrap(), Some(install.clone()));
+    assert_eq!(
+        store.get_install(&install.id).await.unwrap(),
+        Some(install.clone())
+    );
     let stored = store.get_session(&session.id).await.unwrap().unwrap();
     assert_eq!(stored, session);
 
     let acme = TenantId::parse("acme").unwrap();
     let pro = [TagFilter::parse("plan=pro").unwrap()];
-    let listed = store.list_installs(&session.integration, Some(&acme), &pro).await.unwrap();
+    let listed = store
+        .list_installs(&session.integration, Some(&acme), &pro)
+        .await
+        .unwrap();
     assert_eq!(listed, vec![install.clone()]);
     let free = [TagFilter::parse("plan=free").unwrap()];
-    assert!(store.list_installs(&session.integration, None, &free).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_installs(&session.integration, None, &free)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Committing again from the same version fails and creates nothing.
-    let again = Install { id: InstallId::generate(), ..install.clone() };
+    let again = Install {
+        id: InstallId::generate(),
+        ..install.clone()
+    };
     let err = store.commit_session(&session, &again).await.unwrap_err();
     assert!(matches!(err, StoreError::VersionMismatch(_)), "{err:?}");
     assert!(store.get_install(&again.id).await.unwrap().is_none());
 
     assert!(store.delete_install(&install.id).await.unwrap());
-    assert!(store.list_installs(&session.integration, None, &pro).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_installs(&session.integration, None, &pro)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -287,14 +363,35 @@ async fn invocations_list_newest_first_with_filters() {
     let batch = [record(1, None), record(2, Some("ins_a")), record(3, None)];
     store.record_invocations(&batch).await.unwrap();
 
-    let all = InvocationQuery { limit: 10, ..Default::default() };
-    let ats: Vec<_> = store.list_invocations(&id, &all).await.unwrap().iter().map(|r| r.at).collect();
+    let all = InvocationQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    let ats: Vec<_> = store
+        .list_invocations(&id, &all)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.at)
+        .collect();
     assert_eq!(ats, vec![3, 2, 1]);
 
-    let by_install = InvocationQuery { install: Some("ins_a".into()), limit: 10, ..all.clone() };
-    assert_eq!(store.list_invocations(&id, &by_install).await.unwrap(), vec![batch[1].clone()]);
+    let by_install = InvocationQuery {
+        install: Some("ins_a".into()),
+        limit: 10,
+        ..all.clone()
+    };
+    assert_eq!(
+        store.list_invocations(&id, &by_install).await.unwrap(),
+        vec![batch[1].clone()]
+    );
 
-    let window = InvocationQuery { since: Some(2), until: Some(3), limit: 10, ..all };
+    let window = InvocationQuery {
+        since: Some(2),
+        until: Some(3),
+        limit: 10,
+        ..all
+    };
     assert_eq!(store.list_invocations(&id, &window).await.unwrap().len(), 1);
 }
 
@@ -303,7 +400,10 @@ async fn a_different_master_key_is_refused() {
     let (store, dir, _) = open().await;
     store.close().await;
     let other = Cipher::new(&MasterKey::generate());
-    let err = SqlStore::open_sqlite(&dir.path().join("splice.db"), other).await.err().unwrap();
+    let err = SqlStore::open_sqlite(&dir.path().join("splice.db"), other)
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, OpenError::WrongMasterKey), "{err:?}");
 }
 
@@ -326,7 +426,12 @@ async fn no_secret_reaches_the_database_file() {
         raw.extend(std::fs::read(entry.unwrap().path()).unwrap());
     }
     assert!(raw.len() > 4096, "database files were read");
-    for secret in ["client-secret-1", "access-1", "access-1-refresh", "pkce-verifier-secret"] {
+    for secret in [
+        "client-secret-1",
+        "access-1",
+        "access-1-refresh",
+        "pkce-verifier-secret",
+    ] {
         let found = raw.windows(secret.len()).any(|w| w == secret.as_bytes());
         assert!(!found, "{secret} is stored in plain text");
     }
