@@ -40,14 +40,35 @@ pub fn now_millis() -> Millis {
     (now.unix_timestamp_nanos() / 1_000_000) as Millis
 }
 
-/// Formats [`Millis`] as RFC 3339 for API responses.
+/// Formats [`Millis`] as RFC 3339 in UTC with exactly three fractional digits, so that the
+/// strings sort like the times they name.
 pub fn rfc3339(ms: Millis) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_default()
+}
+
+/// Parses an RFC 3339 time into [`Millis`].
+pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Millis::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_with_fixed_precision_and_parse_back() {
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(rfc3339(1_700_000_000_250), "2023-11-14T22:13:20.250Z");
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.250Z"), Some(1_700_000_000_250));
+        assert_eq!(parse_rfc3339("2023-11-14T23:13:20+01:00"), Some(1_700_000_000_000));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
 }

@@ -1,0 +1,156 @@
+//! Configuration in layers: built-in defaults, then an optional `splice.toml`, then `SPLICE_*`
+//! environment variables, then command-line flags. A bad value fails start-up naming its key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+const DEFAULT_CONFIG_FILE: &str = "splice.toml";
+
+/// Flags of `splice serve`; each overrides the same key from file and environment.
+#[derive(clap::Args, Debug, Default, Serialize)]
+pub struct ServeFlags {
+    /// Configuration file (default: ./splice.toml when it exists; env SPLICE_CONFIG).
+    #[arg(long, env = "SPLICE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Directory for the database and the generated master key.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Externally visible base URL, used in callback and session URLs.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+/// The merged configuration.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Default: `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Bootstrap admin API key; generated and printed once when unset.
+    pub admin_key: Option<String>,
+    /// Base64 of 32 bytes; default: `<data_dir>/master.key`, generated on first start.
+    pub master_key: Option<String>,
+    pub refresh_margin_secs: u64,
+    pub session_ttl_secs: u64,
+    pub shutdown_grace_secs: u64,
+    /// Worker threads running integration code (default: one per CPU).
+    pub sandbox_workers: Option<usize>,
+    /// Warm runtimes an integration may have at once (its parallelism).
+    pub sandbox_runtimes_per_integration: usize,
+    /// Tracing filter, e.g. `info` or `splice_server=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("splice-data"),
+            public_url: None,
+            admin_key: None,
+            master_key: None,
+            refresh_margin_secs: 300,
+            session_ttl_secs: 1800,
+            shutdown_grace_secs: 30,
+            sandbox_workers: None,
+            sandbox_runtimes_per_integration: 4,
+            log: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(flags: &ServeFlags) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match &flags.config {
+            Some(path) if !path.exists() => bail!("config file {} does not exist", path.display()),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if std::path::Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
+        }
+        let env = Env::prefixed("SPLICE_").ignore(&["config"]).filter(|key| {
+            // Variables for other tools (e.g. SPLICE_TEST_*) are not configuration.
+            !key.as_str().starts_with("test_")
+        });
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url).context("invalid configuration: public_url")?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("invalid configuration: public_url must be an http(s) URL");
+            }
+        }
+        if self.sandbox_runtimes_per_integration == 0 {
+            bail!("invalid configuration: sandbox_runtimes_per_integration must be at least 1");
+        }
+        if self.sandbox_workers == Some(0) {
+            bail!("invalid configuration: sandbox_workers must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The public URL, defaulting to the listen address.
+    pub fn public_url(&self) -> anyhow::Result<url::Url> {
+        let raw = self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        url::Url::parse(raw.trim_end_matches('/')).context("invalid configuration: public_url")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_bad_values_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("splice.toml", "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\n")?;
+            jail.set_env("SPLICE_LOG", "warn");
+            jail.set_env("SPLICE_TEST_DATABASE_URL", "ignored");
+
+            let config = Config::load(&ServeFlags::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+            assert_eq!(config.log, "warn");
+            assert_eq!(config.refresh_margin_secs, 300);
+            assert_eq!(config.public_url().unwrap().as_str(), "http://127.0.0.1:9000/");
+
+            let flags = ServeFlags { listen: Some("127.0.0.1:9100".into()), ..Default::default() };
+            let config = Config::load(&flags).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 9100);
+
+            jail.set_env("SPLICE_REFRESH_MARGIN_SECS", "soon");
+            let err = Config::load(&ServeFlags::default()).unwrap_err().to_string();
+            assert!(err.contains("refresh_margin_secs"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        let flags = ServeFlags { config: Some("/nonexistent/splice.toml".into()), ..Default::default() };
+        let err = Config::load(&flags).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/splice.toml"), "{err}");
+    }
+}

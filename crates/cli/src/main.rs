@@ -1,0 +1,32 @@
+//! The `splice` binary: parses flags, loads configuration, starts tracing, and hands over to
+//! the library crates.
+
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "splice", version, about = "A self-hostable integration platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the platform: HTTP API, hosted connect flow and integration runtime.
+    Serve(config::ServeFlags),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(flags) => {
+            let config = config::Config::load(&flags)?;
+            serve::init_tracing(&config.log)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve::run(config))
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests: the real `splice` binary, a real OpenID Connect provider (oidc-provider on
+//! Node.js) and a scripted browser, all on loopback.
+//!
+//! One test binary holds every case so that the fixture's npm install happens once; each test
+//! starts its own Splice with its own data folder. Needs `node` and `npm` on the PATH.
+
+mod support;
+
+mod e2e {
+    mod api;
+    mod connect;
+    mod fixture;
+    mod sandbox;
+}

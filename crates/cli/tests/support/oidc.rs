@@ -1,0 +1,277 @@
+//! Runs the oidc-provider fixture (`tests/fixtures/oidc/server.js`) as a child process.
+//!
+//! Installs the fixture's npm packages on first use, starts `node server.js` on an OS-chosen
+//! port and stops it on drop. It does not drive the login pages; see [`super::browser`].
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Output;
+
+const READY_PREFIX: &str = "listening on ";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the provider treats its one client.
+#[derive(Clone, Debug)]
+pub struct OidcOptions {
+    /// `client_secret_post` or `client_secret_basic`.
+    pub token_auth_method: &'static str,
+    /// Access token lifetime in seconds.
+    pub access_token_ttl_secs: u64,
+}
+
+impl Default for OidcOptions {
+    fn default() -> Self {
+        Self {
+            token_auth_method: "client_secret_post",
+            access_token_ttl_secs: 4,
+        }
+    }
+}
+
+/// A running oidc-provider with one confidential client.
+pub struct OidcProvider {
+    child: Child,
+    issuer: String,
+    output: Output,
+    http: reqwest::Client,
+}
+
+impl OidcProvider {
+    /// Starts a provider whose client redirects to `redirect_uri`, with default options.
+    pub async fn start(redirect_uri: &str, client_id: &str, client_secret: &str) -> Self {
+        Self::start_with(
+            redirect_uri,
+            client_id,
+            client_secret,
+            OidcOptions::default(),
+        )
+        .await
+    }
+
+    /// Starts a provider whose client redirects to `redirect_uri`.
+    pub async fn start_with(
+        redirect_uri: &str,
+        client_id: &str,
+        client_secret: &str,
+        options: OidcOptions,
+    ) -> Self {
+        let dir = fixture_dir();
+        ensure_installed(&dir);
+
+        let mut child = Command::new("node")
+            .arg("server.js")
+            .current_dir(&dir)
+            .env("PORT", "0")
+            .env("CLIENT_ID", client_id)
+            .env("CLIENT_SECRET", client_secret)
+            .env("REDIRECT_URI", redirect_uri)
+            .env("TOKEN_AUTH_METHOD", options.token_auth_method)
+            .env(
+                "ACCESS_TOKEN_TTL",
+                options.access_token_ttl_secs.to_string(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn `node server.js` (is Node.js installed?)");
+
+        let output = Output::default();
+        output.capture(child.stdout.take().expect("child stdout"));
+        output.capture(child.stderr.take().expect("child stderr"));
+
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("build an HTTP client");
+        // Built before waiting so that Drop stops the child if the wait panics.
+        let mut provider = Self {
+            child,
+            issuer: String::new(),
+            output,
+            http,
+        };
+        provider.issuer = wait_for_issuer(&mut provider.child, &provider.output).await;
+        provider
+    }
+
+    /// The issuer URL, `http://127.0.0.1:<port>` without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The authorization endpoint.
+    pub fn authorization_url(&self) -> String {
+        format!("{}/auth", self.issuer)
+    }
+
+    /// The token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.issuer)
+    }
+
+    /// The userinfo endpoint; answers `{"sub": <login>}` for an access token with `openid`.
+    pub fn userinfo_url(&self) -> String {
+        format!("{}/me", self.issuer)
+    }
+
+    /// What the provider printed so far, for failure messages.
+    pub fn output(&self) -> String {
+        self.output.text()
+    }
+
+    /// Grant counts and every token value issued so far, from the fixture's `/__stats`.
+    pub async fn stats(&self) -> OidcStats {
+        let url = format!("{}/__stats", self.issuer);
+        let response = self.http.get(&url).send().await.expect("GET /__stats");
+        assert!(
+            response.status().is_success(),
+            "GET /__stats: {}",
+            response.status()
+        );
+        let raw: Value = response.json().await.expect("/__stats returns JSON");
+        OidcStats::from_json(raw)
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- oidc fixture output ----\n{}", self.output());
+        }
+    }
+}
+
+/// A snapshot of the fixture's `/__stats` answer.
+#[derive(Clone, Debug)]
+pub struct OidcStats {
+    /// The raw JSON, for failure messages.
+    pub raw: Value,
+}
+
+impl OidcStats {
+    fn from_json(raw: Value) -> Self {
+        Self { raw }
+    }
+
+    /// Successful token-endpoint requests with this `grant_type`.
+    pub fn grants(&self, grant_type: &str) -> u64 {
+        self.raw["grants"][grant_type].as_u64().unwrap_or(0)
+    }
+
+    /// Failed token-endpoint requests with this `grant_type`.
+    pub fn grant_errors(&self, grant_type: &str) -> u64 {
+        self.raw["grant_errors"][grant_type].as_u64().unwrap_or(0)
+    }
+
+    /// Every access token value issued, oldest first.
+    pub fn access_tokens(&self) -> Vec<String> {
+        strings(&self.raw["access_tokens"])
+    }
+
+    /// Every refresh token value issued, oldest first.
+    pub fn refresh_tokens(&self) -> Vec<String> {
+        strings(&self.raw["refresh_tokens"])
+    }
+
+    /// The most recently issued refresh token, if any.
+    pub fn newest_refresh_token(&self) -> Option<String> {
+        self.raw["newest_refresh_token"].as_str().map(str::to_owned)
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+    items
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The folder holding `server.js`, `package.json` and `package-lock.json`.
+pub fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc")
+}
+
+/// Runs `npm ci` once per test binary when the fixture's packages are missing.
+///
+/// Tests in one binary share the `OnceLock`. Separate processes (e.g. nextest) are kept apart
+/// by installing into a private temporary folder and renaming the result into place: a rename
+/// onto a `node_modules` another process already placed fails and the loser's copy is dropped.
+fn ensure_installed(dir: &Path) {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = INSTALLED.get_or_init(|| install_packages(dir));
+    if let Err(message) = result {
+        panic!("{message}");
+    }
+}
+
+fn install_packages(dir: &Path) -> Result<(), String> {
+    let target = dir.join("node_modules");
+    if target.join("oidc-provider/package.json").is_file() {
+        return Ok(());
+    }
+
+    let staging = tempfile::Builder::new()
+        .prefix(".install-")
+        .tempdir_in(dir)
+        .map_err(|err| format!("create a staging folder in {}: {err}", dir.display()))?;
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(dir.join(file), staging.path().join(file))
+            .map_err(|err| format!("copy {file} for npm ci: {err}"))?;
+    }
+
+    let output = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(staging.path())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("run `npm ci` (is npm installed?): {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`npm ci` in the oidc fixture failed with {}:\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        ));
+    }
+
+    let renamed = std::fs::rename(staging.path().join("node_modules"), &target);
+    match renamed {
+        Ok(()) => Ok(()),
+        Err(_) if target.join("oidc-provider/package.json").is_file() => Ok(()),
+        Err(err) => Err(format!("move node_modules into {}: {err}", dir.display())),
+    }
+}
+
+/// Waits for the `listening on <issuer>` line and returns the issuer.
+async fn wait_for_issuer(child: &mut Child, output: &Output) -> String {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let text = output.text();
+        // Only whole lines count: the port may not have been written yet.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let ready = complete
+            .lines()
+            .find_map(|line| line.strip_prefix(READY_PREFIX));
+        if let Some(issuer) = ready {
+            return issuer.trim().to_owned();
+        }
+
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("oidc fixture exited with {status} before it was ready:\n{text}");
+        }
+        if Instant::now() > deadline {
+            panic!("oidc fixture not ready after {START_TIMEOUT:?}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,526 @@
+//! The engine: worker threads that own runtimes, and per-integration pools that decide which
+//! runtime serves which call.
+//!
+//! QuickJS runtimes are not `Send`, so each lives on the worker thread that created it (a
+//! current-thread tokio runtime with a `LocalSet`). The [`Registry`] is the shared truth about
+//! runtimes: how many each integration has, which are idle, and on which worker they live.
+//! A semaphore per integration caps its runtimes; a call holds a permit for as long as it uses
+//! a runtime, so extra calls wait for one to be free. What happens inside a runtime is
+//! [`crate::isolate`]'s business.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+use crate::api::{Host, Invocation, InvokeError, Program, Request};
+use crate::isolate::{Isolate, RuntimeKey};
+
+/// Stack of a worker thread; far above QuickJS's own limit, so deep recursion stays a JS error.
+const WORKER_STACK_BYTES: usize = 16 << 20;
+
+/// How an [`Engine`] sizes its threads and pools.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Worker threads running JavaScript.
+    pub workers: usize,
+    /// Runtimes (and so concurrent invocations) one integration may have.
+    pub max_runtimes_per_integration: usize,
+    /// Idle runtimes are dropped after this long without a call.
+    pub idle_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            max_runtimes_per_integration: 4,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Runs integration programs on a pool of worker threads with warm, per-integration runtimes.
+///
+/// Cheap to share behind an `Arc`; [`Engine::invoke`] may be called from any tokio runtime
+/// that has the time driver enabled. Dropping the engine stops its workers.
+pub struct Engine {
+    registry: Arc<Registry>,
+    workers: Vec<mpsc::UnboundedSender<Command>>,
+}
+
+type RuntimeId = u64;
+
+enum Command {
+    Invoke(Box<Job>),
+    Drop(RuntimeId),
+}
+
+struct Job {
+    lease: Lease,
+    program: Program,
+    request: Request,
+    reply: oneshot::Sender<Invocation>,
+}
+
+impl Engine {
+    /// Starts the worker threads. Threads that cannot be started are logged and skipped.
+    pub fn new(config: EngineConfig, host: Arc<dyn Host>) -> Engine {
+        let config = EngineConfig {
+            workers: config.workers.max(1),
+            max_runtimes_per_integration: config.max_runtimes_per_integration.max(1),
+            idle_timeout: config.idle_timeout,
+        };
+        let registry = Arc::new(Registry::new(config.clone()));
+
+        let workers = (0..config.workers)
+            .filter_map(|index| spawn_worker(index, Arc::clone(&registry), Arc::clone(&host)))
+            .collect::<Vec<_>>();
+        registry.lock().per_worker = vec![0; workers.len()];
+
+        Engine { registry, workers }
+    }
+
+    /// Runs one request through `program`, waiting for a free runtime of its integration.
+    pub async fn invoke(&self, program: &Program, request: Request) -> Invocation {
+        let span = tracing::debug_span!(
+            "sandbox.invoke",
+            integration.id = %program.integration,
+            integration.version = program.version,
+        );
+        self.invoke_inner(program, request).instrument(span).await
+    }
+
+    async fn invoke_inner(&self, program: &Program, request: Request) -> Invocation {
+        let started = Instant::now();
+        let lease = match self.acquire(program).await {
+            Ok(lease) => lease,
+            Err(error) => return failed(error, started),
+        };
+
+        let worker = lease.worker;
+        let (reply, answer) = oneshot::channel();
+        let job = Job { lease, program: program.clone(), request, reply };
+        let sent = self.workers.get(worker).map(|w| w.send(Command::Invoke(Box::new(job))));
+        if !matches!(sent, Some(Ok(()))) {
+            return failed(internal("sandbox worker stopped"), started);
+        }
+
+        let invocation = answer.await.unwrap_or_else(|_| failed(internal("invocation aborted"), started));
+        tracing::debug!(
+            duration_ms = invocation.duration.as_millis(),
+            ok = invocation.result.is_ok(),
+            "sandbox invocation finished"
+        );
+        invocation
+    }
+
+    /// Drops the idle runtimes of an integration; busy ones are dropped when their call ends.
+    pub fn evict(&self, integration: &str) {
+        let stale = self.registry.evict(integration);
+        self.drop_runtimes(stale);
+    }
+
+    /// Runtimes currently alive, busy or idle, across all integrations.
+    pub fn resident_runtimes(&self) -> usize {
+        self.registry.lock().per_worker.iter().sum()
+    }
+
+    /// Runtimes currently alive for one integration.
+    pub fn resident_runtimes_of(&self, integration: &str) -> usize {
+        self.registry.lock().pools.get(integration).map_or(0, |pool| pool.resident)
+    }
+
+    async fn acquire(&self, program: &Program) -> Result<Lease, InvokeError> {
+        if self.workers.is_empty() {
+            return Err(internal("no sandbox worker threads are running"));
+        }
+
+        let semaphore = self.registry.semaphore(&program.integration);
+        let permit = semaphore
+            .acquire_owned()
+            .await
+            .map_err(|_| internal("runtime pool closed"))?;
+
+        let live: Vec<bool> = self.workers.iter().map(|w| !w.is_closed()).collect();
+        let (lease, stale) = Registry::checkout(&self.registry, program, permit, &live);
+        self.drop_runtimes(stale);
+        Ok(lease)
+    }
+
+    fn drop_runtimes(&self, runtimes: Vec<(usize, RuntimeId)>) {
+        for (worker, id) in runtimes {
+            if let Some(worker) = self.workers.get(worker) {
+                // A stopped worker has dropped its runtimes already.
+                let _ = worker.send(Command::Drop(id));
+            }
+        }
+    }
+}
+
+fn failed(error: InvokeError, started: Instant) -> Invocation {
+    Invocation { result: Err(error), logs: Vec::new(), duration: started.elapsed() }
+}
+
+fn internal(message: &str) -> InvokeError {
+    InvokeError::Internal(message.to_owned())
+}
+
+/// Shared bookkeeping of every runtime, by integration and by worker.
+struct Registry {
+    config: EngineConfig,
+    state: Mutex<Pools>,
+}
+
+#[derive(Default)]
+struct Pools {
+    pools: HashMap<String, Pool>,
+    per_worker: Vec<usize>,
+    next_id: RuntimeId,
+}
+
+struct Pool {
+    semaphore: Arc<Semaphore>,
+    idle: Vec<IdleRuntime>,
+    /// Runtimes alive (busy or idle) for this integration.
+    resident: usize,
+    /// Bumped by evict: runtimes leased before it are dropped when their call ends.
+    generation: u64,
+}
+
+struct IdleRuntime {
+    id: RuntimeId,
+    worker: usize,
+    key: RuntimeKey,
+    since: Instant,
+}
+
+impl Registry {
+    fn new(config: EngineConfig) -> Self {
+        Self { config, state: Mutex::new(Pools::default()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pools> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn semaphore(&self, integration: &str) -> Arc<Semaphore> {
+        let max = self.config.max_runtimes_per_integration;
+        let mut state = self.lock();
+        let pool = state.pools.entry(integration.to_owned()).or_insert_with(|| Pool {
+            semaphore: Arc::new(Semaphore::new(max)),
+            idle: Vec::new(),
+            resident: 0,
+            generation: 0,
+        });
+        Arc::clone(&pool.semaphore)
+    }
+
+    /// Picks an idle runtime of the right version, or reserves a new one; returns runtimes
+    /// that must be dropped (older versions, or the oldest idle one when at the cap).
+    fn checkout(
+        this: &Arc<Self>,
+        program: &Program,
+        permit: OwnedSemaphorePermit,
+        live: &[bool],
+    ) -> (Lease, Vec<(usize, RuntimeId)>) {
+        let key = RuntimeKey::of(program);
+        let max = this.config.max_runtimes_per_integration;
+        let mut guard = this.lock();
+        let state = &mut *guard;
+        let pool = state.pools.entry(program.integration.clone()).or_insert_with(|| Pool {
+            semaphore: Arc::clone(permit.semaphore()),
+            idle: Vec::new(),
+            resident: 0,
+            generation: 0,
+        });
+
+        let mut stale = Vec::new();
+        pool.idle.retain(|idle| {
+            let keep = idle.key == key || idle.key.version > key.version;
+            if !keep {
+                stale.push((idle.worker, idle.id));
+            }
+            keep
+        });
+
+        let reused = pool.idle.iter().rposition(|idle| idle.key == key).map(|at| pool.idle.remove(at));
+        let (id, worker) = match reused {
+            Some(idle) => (idle.id, idle.worker),
+            None => {
+                if pool.resident - stale.len() >= max && !pool.idle.is_empty() {
+                    let oldest = pool.idle.remove(0);
+                    stale.push((oldest.worker, oldest.id));
+                }
+                let worker = least_loaded(&state.per_worker, live);
+                state.next_id += 1;
+                pool.resident += 1;
+                if let Some(count) = state.per_worker.get_mut(worker) {
+                    *count += 1;
+                }
+                (state.next_id, worker)
+            }
+        };
+
+        pool.resident -= stale.len();
+        for (worker, _) in &stale {
+            if let Some(count) = state.per_worker.get_mut(*worker) {
+                *count = count.saturating_sub(1);
+            }
+        }
+
+        let lease = Lease {
+            registry: Arc::clone(this),
+            integration: program.integration.clone(),
+            runtime: id,
+            worker,
+            key,
+            generation: pool.generation,
+            released: false,
+            _permit: permit,
+        };
+        (lease, stale)
+    }
+
+    /// Ends a lease: the runtime becomes idle, or is forgotten. Returns whether to keep it.
+    fn release(&self, lease: &Lease, healthy: bool) -> bool {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(pool) = state.pools.get_mut(&lease.integration) else {
+            return false;
+        };
+
+        if healthy && lease.generation == pool.generation {
+            pool.idle.push(IdleRuntime {
+                id: lease.runtime,
+                worker: lease.worker,
+                key: lease.key,
+                since: Instant::now(),
+            });
+            return true;
+        }
+
+        pool.resident = pool.resident.saturating_sub(1);
+        if let Some(count) = state.per_worker.get_mut(lease.worker) {
+            *count = count.saturating_sub(1);
+        }
+        false
+    }
+
+    fn evict(&self, integration: &str) -> Vec<(usize, RuntimeId)> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(pool) = state.pools.get_mut(integration) else {
+            return Vec::new();
+        };
+
+        pool.generation += 1;
+        let stale: Vec<_> = pool.idle.drain(..).map(|idle| (idle.worker, idle.id)).collect();
+        pool.resident -= stale.len();
+        for (worker, _) in &stale {
+            if let Some(count) = state.per_worker.get_mut(*worker) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        state.forget_unused(integration);
+        stale
+    }
+
+    /// Idle runtimes of one worker past the idle timeout, removed from the books.
+    fn expired(&self, worker: usize, now: Instant) -> Vec<RuntimeId> {
+        let timeout = self.config.idle_timeout;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+
+        let mut expired = Vec::new();
+        let mut emptied = Vec::new();
+        for (integration, pool) in &mut state.pools {
+            let before = pool.idle.len();
+            pool.idle.retain(|idle| {
+                let keep = idle.worker != worker || now.duration_since(idle.since) < timeout;
+                if !keep {
+                    expired.push(idle.id);
+                }
+                keep
+            });
+            pool.resident -= before - pool.idle.len();
+            if pool.resident == 0 {
+                emptied.push(integration.clone());
+            }
+        }
+
+        if let Some(count) = state.per_worker.get_mut(worker) {
+            *count = count.saturating_sub(expired.len());
+        }
+        for integration in emptied {
+            state.forget_unused(&integration);
+        }
+        expired
+    }
+}
+
+impl Pools {
+    /// Removes a pool nobody uses, so deleted integrations leave nothing behind. A pool whose
+    /// semaphore is shared (a permit or a waiting call) stays.
+    fn forget_unused(&mut self, integration: &str) {
+        let unused = self
+            .pools
+            .get(integration)
+            .is_some_and(|pool| pool.resident == 0 && Arc::strong_count(&pool.semaphore) == 1);
+        if unused {
+            self.pools.remove(integration);
+        }
+    }
+}
+
+fn least_loaded(per_worker: &[usize], live: &[bool]) -> usize {
+    per_worker
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| live.get(*index).copied().unwrap_or(false))
+        .min_by_key(|(_, count)| **count)
+        .map_or(0, |(index, _)| index)
+}
+
+/// The right to use one runtime for one call; releases itself if dropped unused.
+struct Lease {
+    registry: Arc<Registry>,
+    integration: String,
+    runtime: RuntimeId,
+    worker: usize,
+    key: RuntimeKey,
+    generation: u64,
+    released: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// Returns the runtime to its pool; `false` means the caller must drop it.
+    fn release(mut self, healthy: bool) -> bool {
+        self.released = true;
+        self.registry.release(&self, healthy)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.released {
+            self.registry.release(self, false);
+        }
+    }
+}
+
+fn spawn_worker(
+    index: usize,
+    registry: Arc<Registry>,
+    host: Arc<dyn Host>,
+) -> Option<mpsc::UnboundedSender<Command>> {
+    let (commands, inbox) = mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("splice-sandbox-{index}"))
+        .stack_size(WORKER_STACK_BYTES)
+        .spawn(move || run_worker(index, inbox, registry, host));
+
+    match spawned {
+        Ok(_) => Some(commands),
+        Err(error) => {
+            tracing::error!(worker = index, %error, "could not start sandbox worker thread");
+            None
+        }
+    }
+}
+
+fn run_worker(
+    index: usize,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    registry: Arc<Registry>,
+    host: Arc<dyn Host>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(worker = index, %error, "could not start sandbox worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, serve(index, inbox, registry, host));
+}
+
+type Isolates = Rc<RefCell<HashMap<RuntimeId, Isolate>>>;
+
+/// A worker's main loop: start invocations, drop runtimes, sweep idle ones.
+async fn serve(
+    index: usize,
+    mut inbox: mpsc::UnboundedReceiver<Command>,
+    registry: Arc<Registry>,
+    host: Arc<dyn Host>,
+) {
+    let isolates: Isolates = Rc::default();
+    let period = (registry.config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let mut sweep = tokio::time::interval(period);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            command = inbox.recv() => match command {
+                Some(Command::Invoke(job)) => {
+                    tokio::task::spawn_local(run_job(*job, Rc::clone(&isolates), Arc::clone(&host)));
+                }
+                Some(Command::Drop(id)) => {
+                    let dropped = isolates.borrow_mut().remove(&id);
+                    drop(dropped);
+                }
+                None => break,
+            },
+            _ = sweep.tick() => {
+                for id in registry.expired(index, Instant::now()) {
+                    let dropped = isolates.borrow_mut().remove(&id);
+                    if dropped.is_some() {
+                        tracing::debug!(runtime.id = id, "dropped idle runtime");
+                    }
+                    drop(dropped);
+                }
+            }
+        }
+    }
+}
+
+/// Runs one call on its runtime (creating the runtime if needed) and replies.
+async fn run_job(job: Job, isolates: Isolates, host: Arc<dyn Host>) {
+    let Job { lease, program, request, reply } = job;
+    let id = lease.runtime;
+
+    let existing = isolates.borrow_mut().remove(&id);
+    let existing = existing.filter(|isolate| isolate.key() == RuntimeKey::of(&program));
+    let mut isolate = match existing {
+        Some(isolate) => isolate,
+        None => match Isolate::new(&program, host) {
+            Ok(isolate) => {
+                tracing::debug!(runtime.id = id, integration.id = %program.integration, "created runtime");
+                isolate
+            }
+            Err(error) => {
+                lease.release(false);
+                let _ = reply.send(failed(error, Instant::now()));
+                return;
+            }
+        },
+    };
+
+    let outcome = isolate.invoke(&request).await;
+
+    if lease.release(outcome.healthy) {
+        isolates.borrow_mut().insert(id, isolate);
+    } else {
+        tracing::debug!(runtime.id = id, "discarded runtime after a failed invocation");
+        drop(isolate);
+    }
+    // The caller may have gone away; then nobody wants the answer.
+    let _ = reply.send(outcome.invocation);
+}

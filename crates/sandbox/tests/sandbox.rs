@@ -1,0 +1,737 @@
+//! End-to-end tests of the sandbox: programs compiled from source and invoked through an
+//! [`Engine`] with a fake host.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use splice_sandbox::{IdentityScope, InvokeError, Isolation, LogLevel};
+use support::*;
+
+const COUNTER: &str = "let calls = 0;\nrouter.get('/count', (ctx) => { calls += 1; ctx.body = { calls }; });";
+
+// ---------------------------------------------------------------------------------------------
+// Routing and the request/response context
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_params_and_query_reach_the_handler() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/tenants/:tenant/users/:user', (ctx) => {\n\
+           ctx.body = { params: ctx.params, query: ctx.query, method: ctx.method, path: ctx.path };\n\
+         });",
+    );
+    let program = program("routes", 1, &source);
+
+    let query = "a=1&b=2&b=3&c=x%20y&d=one+two";
+    let request = request("GET", "/tenants/acme/users/j%C3%BCrgen", query, &[], "");
+    let response = ok(engine.invoke(&program, request).await);
+
+    assert_eq!(response.status, 200);
+    assert_eq!(header_of(&response, "content-type"), Some("application/json"));
+    assert_eq!(
+        json(&response),
+        serde_json::json!({
+            "params": { "tenant": "acme", "user": "jürgen" },
+            "query": { "a": "1", "b": ["2", "3"], "c": "x y", "d": "one two" },
+            "method": "GET",
+            "path": "/tenants/acme/users/j%C3%BCrgen",
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_are_404_and_wrong_methods_405() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/items/:id', (ctx) => { ctx.body = 'item'; });\n\
+         router.delete('/items/:id', (ctx) => { ctx.status = 204; });",
+    );
+    let program = program("errors", 1, &source);
+
+    let missing = ok(engine.invoke(&program, get("/nothing/here")).await);
+    assert_eq!(missing.status, 404);
+    assert_eq!(json(&missing)["error"]["code"], "route_not_found");
+    assert_eq!(header_of(&missing, "content-type"), Some("application/json"));
+
+    let wrong = ok(engine.invoke(&program, request("POST", "/items/7", "", &[], "")).await);
+    assert_eq!(wrong.status, 405);
+    assert_eq!(json(&wrong)["error"]["code"], "method_not_allowed");
+    assert_eq!(header_of(&wrong, "allow"), Some("GET, DELETE"));
+
+    let text_route = ok(engine.invoke(&program, get("/items/7/")).await);
+    assert_eq!((text_route.status, text(&text_route).as_str()), (200, "item"));
+    assert_eq!(header_of(&text_route, "content-type"), Some("text/plain; charset=utf-8"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_body_in_and_out_with_status_and_headers() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.post('/sum', async (ctx) => {\n\
+           const { numbers } = ctx.request.body;\n\
+           ctx.status = 201;\n\
+           ctx.set('X-Request-Id', ctx.headers['x-request-id']);\n\
+           ctx.body = { sum: numbers.reduce((a, b) => a + b, 0), raw: ctx.request.rawBody.length };\n\
+         });\n\
+         router.put('/nothing', (ctx) => {});\n\
+         router.post('/teapot', (ctx) => ctx.throw(418, 'short and stout', 'teapot'));",
+    );
+    let program = program("json", 1, &source);
+    let headers = [("content-type", "application/json; charset=utf-8"), ("x-request-id", "r-1")];
+
+    let body = r#"{"numbers":[1,2,3.5]}"#;
+    let response = ok(engine.invoke(&program, request("POST", "/sum", "", &headers, body)).await);
+    assert_eq!(response.status, 201);
+    assert_eq!(header_of(&response, "x-request-id"), Some("r-1"));
+    assert_eq!(json(&response), serde_json::json!({ "sum": 6.5, "raw": body.len() }));
+
+    let empty = ok(engine.invoke(&program, request("PUT", "/nothing", "", &[], "")).await);
+    assert_eq!((empty.status, empty.body.len()), (204, 0));
+
+    let bad = ok(engine.invoke(&program, request("POST", "/sum", "", &headers, "{nope")).await);
+    assert_eq!(bad.status, 400);
+    assert_eq!(json(&bad)["error"]["code"], "invalid_json");
+
+    let teapot = ok(engine.invoke(&program, request("POST", "/teapot", "", &[], "")).await);
+    assert_eq!(teapot.status, 418);
+    assert_eq!(json(&teapot), serde_json::json!({ "error": { "code": "teapot", "message": "short and stout" } }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_import_each_other() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let entry = routes("import { greet } from './lib/greet.js';\nrouter.get('/', (ctx) => { ctx.body = greet('ada'); });");
+    let files = [
+        ("integration.js", entry.as_str()),
+        ("lib/greet.js", "import { upper } from '../util';\nexport const greet = (n) => `hello ${upper(n)}`;"),
+        ("util.js", "export const upper = (s) => s.toUpperCase();"),
+    ];
+    let program = program_files("imports", 1, &files);
+
+    let response = ok(engine.invoke(&program, get("/")).await);
+
+    assert_eq!(text(&response), "hello ADA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_without_an_integration_is_invalid() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let program = program("invalid", 1, "export default { router: {} };");
+
+    let result = engine.invoke(&program, get("/")).await.result;
+
+    match result {
+        Err(InvokeError::InvalidProgram(message)) => assert!(message.contains("Integration"), "{message}"),
+        other => panic!("expected InvalidProgram, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm state and isolation
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_state_persists_across_warm_calls() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let program = program("counter", 1, &routes(COUNTER));
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(json(&ok(engine.invoke(&program, get("/count")).await))["calls"].clone());
+    }
+
+    assert_eq!(seen, [1, 2, 3]);
+    assert_eq!(engine.resident_runtimes_of("counter"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_isolation_starts_fresh_every_call() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let mut program = program("fresh", 1, &routes(COUNTER));
+    program.isolation = Isolation::Invocation;
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(json(&ok(engine.invoke(&program, get("/count")).await))["calls"].clone());
+    }
+
+    assert_eq!(seen, [1, 1, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_gets_a_new_runtime() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let v1 = program("versions", 1, &routes(COUNTER));
+    let v2 = program("versions", 2, &routes(&format!("{COUNTER}\nrouter.get('/v', (ctx) => {{ ctx.body = 'v2'; }});")));
+
+    ok(engine.invoke(&v1, get("/count")).await);
+    ok(engine.invoke(&v1, get("/count")).await);
+    let after_deploy = json(&ok(engine.invoke(&v2, get("/count")).await));
+    let version = text(&ok(engine.invoke(&v2, get("/v")).await));
+
+    assert_eq!(after_deploy["calls"], 1);
+    assert_eq!(version, "v2");
+    assert_eq!(engine.resident_runtimes_of("versions"), 1, "the v1 runtime was dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evict_drops_warm_runtimes() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let program = program("evicted", 1, &routes(COUNTER));
+
+    ok(engine.invoke(&program, get("/count")).await);
+    ok(engine.invoke(&program, get("/count")).await);
+    engine.evict("evicted");
+    assert_eq!(engine.resident_runtimes_of("evicted"), 0);
+
+    let after = json(&ok(engine.invoke(&program, get("/count")).await));
+    assert_eq!(after["calls"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_runtimes_are_dropped_after_the_timeout() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine_with(&host, 2, Duration::from_millis(100));
+    let program = program("idle", 1, &routes(COUNTER));
+
+    ok(engine.invoke(&program, get("/count")).await);
+    assert_eq!(engine.resident_runtimes(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    assert_eq!(engine.resident_runtimes(), 0);
+    assert_eq!(json(&ok(engine.invoke(&program, get("/count")).await))["calls"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_integrations_never_share_a_runtime() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let body = format!(
+        "{COUNTER}\nrouter.get('/mark', (ctx) => {{ const seen = globalThis.mark; globalThis.mark = ctx.query.me; ctx.body = {{ seen: seen ?? null }}; }});"
+    );
+    let a = program("alpha", 1, &routes(&body));
+    let b = program("beta", 1, &routes(&body));
+
+    let mut counts = Vec::new();
+    for program in [&a, &b, &a, &b, &a] {
+        counts.push(json(&ok(engine.invoke(program, get("/count")).await))["calls"].clone());
+    }
+    let marked = request("GET", "/mark", "me=alpha", &[], "");
+    ok(engine.invoke(&a, marked).await);
+    let seen_by_b = json(&ok(engine.invoke(&b, request("GET", "/mark", "me=beta", &[], "")).await));
+
+    assert_eq!(counts, [1, 1, 2, 2, 3]);
+    assert_eq!(seen_by_b["seen"], serde_json::Value::Null);
+    assert_eq!(engine.resident_runtimes_of("alpha"), 1);
+    assert_eq!(engine.resident_runtimes_of("beta"), 1);
+    assert_eq!(engine.resident_runtimes(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_run_in_parallel_up_to_the_runtime_cap() {
+    let host = Arc::new(FakeHost::default());
+    let engine = Arc::new(engine_with(&host, 3, Duration::from_secs(60)));
+    let source = routes("router.get('/slow', async (ctx) => { ctx.body = await (await fetch('https://api.test/slow')).text(); });");
+    let program = Arc::new(program("parallel", 1, &source));
+
+    let started = Instant::now();
+    let calls: Vec<_> = (0..7)
+        .map(|_| {
+            let (engine, program) = (Arc::clone(&engine), Arc::clone(&program));
+            tokio::spawn(async move { engine.invoke(&program, get("/slow")).await })
+        })
+        .collect();
+    for call in calls {
+        let response = ok(call.await.expect("task"));
+        assert_eq!(text(&response), "slow");
+    }
+    let elapsed = started.elapsed();
+
+    assert_eq!(host.max_in_flight.load(Ordering::SeqCst), 3);
+    assert_eq!(engine.resident_runtimes_of("parallel"), 3);
+    // Seven 150 ms calls, three at a time: three rounds, so well under seven times 150 ms.
+    assert!(elapsed >= Duration::from_millis(440), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1000), "{elapsed:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_loop_hits_the_cpu_limit_and_the_next_call_works() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(&format!("{COUNTER}\nrouter.get('/spin', () => {{ while (true) {{}} }});"));
+    let program = program("spin", 1, &source);
+    ok(engine.invoke(&program, get("/count")).await);
+
+    let started = Instant::now();
+    let spun = engine.invoke(&program, get("/spin")).await;
+
+    assert_eq!(spun.result, Err(InvokeError::CpuLimit(200)));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    let after = json(&ok(engine.invoke(&program, get("/count")).await));
+    assert_eq!(after["calls"], 1, "the spinning runtime was discarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_spent_in_promise_jobs_counts_too() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes("router.get('/', async () => { for (;;) await null; });");
+    let program = program("jobs", 1, &source);
+
+    let result = engine.invoke(&program, get("/")).await.result;
+
+    assert_eq!(result, Err(InvokeError::CpuLimit(200)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_bomb_hits_the_memory_limit_and_the_next_call_works() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(&format!(
+        "{COUNTER}\nrouter.get('/bomb', () => {{ let a = []; while (true) a.push(new Array(1e6).fill(1)); }});"
+    ));
+    let mut program = program("bomb", 1, &source);
+    program.limits.cpu_ms = 5_000;
+
+    let result = engine.invoke(&program, get("/bomb")).await.result;
+
+    assert_eq!(result, Err(InvokeError::MemoryLimit(32 << 20)));
+    assert_eq!(json(&ok(engine.invoke(&program, get("/count")).await))["calls"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_is_a_stack_overflow_and_the_next_call_works() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(&format!(
+        "{COUNTER}\nconst down = (n) => down(n + 1) + 1;\nrouter.get('/deep', (ctx) => {{ ctx.body = down(0); }});"
+    ));
+    let program = program("deep", 1, &source);
+
+    let result = engine.invoke(&program, get("/deep")).await.result;
+
+    assert_eq!(result, Err(InvokeError::StackOverflow));
+    assert_eq!(json(&ok(engine.invoke(&program, get("/count")).await))["calls"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_call_that_never_answers_hits_the_wall_limit() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(&format!(
+        "{COUNTER}\nrouter.get('/hang', async (ctx) => {{ console.log('before'); await fetch('https://api.test/hang'); }});"
+    ));
+    let mut program = program("hang", 1, &source);
+    program.limits.wall_ms = 300;
+
+    let started = Instant::now();
+    let hung = engine.invoke(&program, get("/hang")).await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(hung.result, Err(InvokeError::WallLimit(300)));
+    assert!(elapsed >= Duration::from_millis(290) && elapsed < Duration::from_millis(1000), "{elapsed:?}");
+    assert_eq!(hung.logs.len(), 1, "logs before the timeout are kept");
+    assert_eq!(json(&ok(engine.invoke(&program, get("/count")).await))["calls"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_on_nothing_fails_fast() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let program = program("stuck", 1, &routes("router.get('/', () => new Promise(() => {}));"));
+
+    let started = Instant::now();
+    let result = engine.invoke(&program, get("/")).await.result;
+
+    match result {
+        Err(InvokeError::Exception { message, .. }) => assert!(message.contains("never settle"), "{message}"),
+        other => panic!("expected an exception, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and console
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncaught_exception_has_message_and_stack() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "function explode() {\n  throw new TypeError('boom: ' + 42);\n}\n\
+         router.get('/', async () => { await null; explode(); });",
+    );
+    let program = program("throws", 1, &source);
+
+    let result = engine.invoke(&program, get("/")).await.result;
+
+    let Err(InvokeError::Exception { message, stack }) = result else {
+        panic!("expected an exception, got {result:?}");
+    };
+    assert_eq!(message, "TypeError: boom: 42");
+    let stack = stack.expect("stack");
+    assert!(stack.contains("explode (integration.js:5:"), "{stack}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_lines_are_captured_in_order_with_levels() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/', (ctx) => {\n\
+           console.log('plain', 1, true, null, undefined);\n\
+           console.info({ a: [1, { b: 'c' }] });\n\
+           console.warn('careful %s of %d', 'x', 3);\n\
+           const cycle = { name: 'loop' }; cycle.self = cycle;\n\
+           console.debug(cycle);\n\
+           console.error(new Error('bad thing'));\n\
+           ctx.body = 'ok';\n\
+         });",
+    );
+    let program = program("console", 1, &source);
+
+    let invocation = engine.invoke(&program, get("/")).await;
+    let lines: Vec<_> = invocation.logs.iter().map(|l| (l.level, l.message.as_str())).collect();
+
+    assert_eq!(&lines[..4], [
+        (LogLevel::Info, "plain 1 true null undefined"),
+        (LogLevel::Info, r#"{"a":[1,{"b":"c"}]}"#),
+        (LogLevel::Warn, "careful x of 3"),
+        (LogLevel::Info, r#"{"name":"loop","self":"[Circular]"}"#),
+    ]);
+    let (level, error) = lines[4];
+    assert_eq!(level, LogLevel::Error);
+    assert!(error.starts_with("Error: bad thing\n    at "), "{error}");
+    assert!(invocation.logs.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logging_loop_is_capped() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes("router.get('/', (ctx) => { for (let i = 0; i < 100000; i++) console.log('line', i); ctx.body = 'done'; });");
+    let mut program = program("chatty", 1, &source);
+    program.limits.cpu_ms = 5_000;
+
+    let invocation = engine.invoke(&program, get("/")).await;
+
+    let response = invocation.result.clone().expect("the handler finishes");
+    assert_eq!(text(&response), "done");
+    assert_eq!(invocation.logs.len(), 500);
+    assert_eq!(invocation.logs[0].message, "line 0");
+    let last = invocation.logs.last().expect("lines");
+    assert_eq!(last.level, LogLevel::Warn);
+    assert!(last.message.contains("log limit"), "{}", last.message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// fetch and connectors
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_sends_requests_and_reads_responses() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/', async (ctx) => {\n\
+           const res = await fetch('https://api.test/echo', {\n\
+             method: 'post',\n\
+             headers: { 'X-Token': 'abc' },\n\
+             body: { hello: 'world' },\n\
+           });\n\
+           const echoed = await res.json();\n\
+           ctx.body = {\n\
+             status: res.status, ok: res.ok, url: res.url, multi: res.headers.get('X-MULTI'),\n\
+             type: res.headers.get('content-type'), has: res.headers.has('x-multi'),\n\
+             keys: [...res.headers.keys()], echoed,\n\
+           };\n\
+         });\n\
+         router.get('/fail', async (ctx) => {\n\
+           try { await fetch('https://api.test/fail'); } catch (e) {\n\
+             ctx.body = { code: e.code, message: e.message, isError: e instanceof Error };\n\
+           }\n\
+         });\n\
+         router.get('/uncaught', async () => { await fetch('https://api.test/fail'); });",
+    );
+    let program = program("fetcher", 1, &source);
+
+    let body = json(&ok(engine.invoke(&program, get("/")).await));
+
+    assert_eq!(body["status"], 200);
+    assert_eq!(body["ok"], true);
+    assert_eq!(body["url"], "https://api.test/echo");
+    assert_eq!(body["multi"], "a, b");
+    assert_eq!(body["type"], "application/json");
+    assert_eq!(body["has"], true);
+    assert_eq!(body["keys"], serde_json::json!(["content-type", "x-multi"]));
+    assert_eq!(body["echoed"]["method"], "POST");
+    assert_eq!(body["echoed"]["body"], r#"{"hello":"world"}"#);
+    let sent = &host.fetches()[0];
+    assert!(sent.headers.contains(&("x-token".to_owned(), "abc".to_owned())));
+    assert!(sent.headers.contains(&("content-type".to_owned(), "application/json".to_owned())));
+
+    let failed = json(&ok(engine.invoke(&program, get("/fail")).await));
+    assert_eq!(failed, serde_json::json!({ "code": "network_error", "message": "connection refused", "isError": true }));
+
+    let uncaught = engine.invoke(&program, get("/uncaught")).await.result;
+    assert!(
+        matches!(&uncaught, Err(InvokeError::Exception { message, .. }) if message == "HostError: connection refused"),
+        "{uncaught:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_fetch_refreshes_the_token_once_after_a_401() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/tenants/:tenant/me', async (ctx) => {\n\
+           const github = await integration.tenant.connector(ctx, 'github', ctx.params.tenant);\n\
+           const res = await github.fetch('https://api.test/protected');\n\
+           ctx.body = { status: res.status, text: await res.text(), token: await github.token() };\n\
+         });\n\
+         router.get('/installs/:id', async (ctx) => {\n\
+           const crm = await integration.install.connector(ctx, 'crm', ctx.params.id);\n\
+           ctx.body = await (await crm.fetch('https://api.test/echo')).json();\n\
+         });",
+    );
+    let program = program("connectors", 1, &source);
+
+    let body = json(&ok(engine.invoke(&program, get("/tenants/acme/me")).await));
+
+    assert_eq!(body, serde_json::json!({ "status": 200, "text": "secret", "token": "stale-token" }));
+    let tokens = host.tokens();
+    let forced: Vec<_> = tokens.iter().map(|t| t.force_refresh).collect();
+    assert_eq!(forced, [false, true, false]);
+    assert!(tokens.iter().all(|t| t.integration == "connectors" && t.connector == "github"));
+    assert_eq!(tokens[0].scope, IdentityScope::Tenant("acme".to_owned()));
+    let auth: Vec<_> = host
+        .fetches()
+        .iter()
+        .map(|f| f.headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.clone()))
+        .collect();
+    assert_eq!(auth, [Some("Bearer stale-token".to_owned()), Some("Bearer fresh-token".to_owned())]);
+
+    let echoed = json(&ok(engine.invoke(&program, get("/installs/inst-9")).await));
+    assert_eq!(host.tokens()[3].scope, IdentityScope::Install("inst-9".to_owned()));
+    assert_eq!(host.fetches().len(), 3, "no retry without a 401");
+    assert!(echoed["headers"].to_string().contains("Bearer stale-token"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Web APIs
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_url_and_text_codecs_work() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/', async (ctx) => {\n\
+           const order = [];\n\
+           const cancelled = setTimeout(() => order.push('cancelled'), 5);\n\
+           clearTimeout(cancelled);\n\
+           await new Promise((resolve) => setTimeout(() => { order.push('timer'); resolve(); }, 20));\n\
+           const url = new URL('../b/c?x=1#frag', 'https://Example.com:443/a/z');\n\
+           url.searchParams.append('y', 'two words');\n\
+           const bytes = new TextEncoder().encode('häj');\n\
+           ctx.body = {\n\
+             order, href: url.href, host: url.host, path: url.pathname, x: url.searchParams.get('x'),\n\
+             params: new URLSearchParams({ a: '1', b: 'x&y' }).toString(),\n\
+             bytes: [...bytes], text: new TextDecoder().decode(bytes),\n\
+             b64: btoa('hello'), unb64: atob('aGVsbG8='),\n\
+           };\n\
+         });",
+    );
+    let program = program("webapis", 1, &source);
+
+    let body = json(&ok(engine.invoke(&program, get("/")).await));
+
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "order": ["timer"],
+            "href": "https://example.com/b/c?x=1&y=two+words#frag",
+            "host": "example.com",
+            "path": "/b/c",
+            "x": "1",
+            "params": "a=1&b=x%26y",
+            "bytes": [104, 195, 164, 106],
+            "text": "häj",
+            "b64": "aGVsbG8=",
+            "unb64": "hello",
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_code_cannot_parse_source_at_run_time() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/', (ctx) => {\n\
+           const attempts = [() => eval('1 + 1'), () => new Function('return 1')()];\n\
+           ctx.body = attempts.map((f) => { try { f(); return 'ran'; } catch (e) { return 'blocked'; } });\n\
+         });",
+    );
+    let program = program("noeval", 1, &source);
+
+    let body = json(&ok(engine.invoke(&program, get("/")).await));
+
+    assert_eq!(body, serde_json::json!(["blocked", "blocked"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile code and module evaluation
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_code_ends_in_a_clear_error_and_the_runtime_recovers() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let memory = InvokeError::MemoryLimit(32 << 20);
+    let cases: [(&str, &str, InvokeError); 9] = [
+        ("repeat", "ctx.body = 'x'.repeat(1e9).length;", memory.clone()),
+        ("buffer", "ctx.body = new ArrayBuffer(1e9).byteLength;", memory.clone()),
+        ("regex", "ctx.body = /^(a+)+$/.test('a'.repeat(40) + 'b');", InvokeError::CpuLimit(200)),
+        ("parse", "JSON.parse('['.repeat(200000) + ']'.repeat(200000));", InvokeError::StackOverflow),
+        (
+            "stringify",
+            "let o = {}; let c = o; for (let i = 0; i < 200000; i++) { c.n = {}; c = c.n; } JSON.stringify(o);",
+            InvokeError::StackOverflow,
+        ),
+        ("proxy", "const p = new Proxy({}, { get: (t, k, r) => r[k] }); ctx.body = p.x;", InvokeError::StackOverflow),
+        ("async", "const f = async (n) => f(n + 1); await f(0);", InvokeError::StackOverflow),
+        ("sort", "Array.from({ length: 1e6 }, (_, i) => -i).sort((a, b) => { for (;;); });", InvokeError::CpuLimit(200)),
+        ("spin-at-load", "", InvokeError::CpuLimit(200)),
+    ];
+
+    for (name, body, expected) in cases {
+        let prologue = if name == "spin-at-load" { "while (true) {}" } else { "" };
+        let source = routes(&format!(
+            "{prologue}\nrouter.get('/', async (ctx) => {{ {body} }});\nrouter.get('/ok', (ctx) => {{ ctx.body = 'fine'; }});"
+        ));
+        let hostile = program(name, 1, &source);
+        let fine = program(name, 2, &routes("router.get('/ok', (ctx) => { ctx.body = 'fine'; });"));
+
+        let result = engine.invoke(&hostile, get("/")).await.result;
+        let next = if name == "spin-at-load" { &fine } else { &hostile };
+        let after = ok(engine.invoke(next, get("/ok")).await);
+
+        assert_eq!(result, Err(expected), "case {name}");
+        assert_eq!(text(&after), "fine", "case {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caught_out_of_memory_errors_are_ordinary_errors() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/', (ctx) => {\n\
+           let caught = 0;\n\
+           for (let i = 0; i < 3; i++) {\n\
+             try { const a = []; while (true) a.push(new Array(1e5).fill(1)); } catch (e) { caught += 1; }\n\
+           }\n\
+           ctx.body = { caught };\n\
+         });",
+    );
+    let mut program = program("catches", 1, &source);
+    program.limits.cpu_ms = 5_000;
+
+    let body = json(&ok(engine.invoke(&program, get("/")).await));
+
+    assert_eq!(body["caught"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_evaluation_errors_surface_at_invocation() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+
+    let throws = program("top-throw", 1, "throw new Error('at load');");
+    let result = engine.invoke(&throws, get("/")).await.result;
+    let Err(InvokeError::Exception { message, stack }) = result else {
+        panic!("expected an exception, got {result:?}");
+    };
+    assert_eq!(message, "Error: at load");
+    assert!(stack.unwrap_or_default().contains("integration.js:1:"));
+
+    let no_default = program("no-default", 1, "export const x = 1;");
+    let result = engine.invoke(&no_default, get("/")).await.result;
+    assert!(matches!(result, Err(InvokeError::InvalidProgram(_))), "{result:?}");
+
+    let bad_name = program("bad-name", 1, "import { Nope } from 'splice';\nexport default 1;");
+    let result = engine.invoke(&bad_name, get("/")).await.result;
+    assert!(
+        matches!(&result, Err(InvokeError::Exception { message, .. }) if message.contains("Nope")),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_level_await_and_dynamic_import_work() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let entry = routes(
+        "const config = await (await fetch('https://api.test/config')).json();\n\
+         router.get('/', async (ctx) => {\n\
+           const { value } = await import('./lazy.js');\n\
+           let denied;\n\
+           try { await import('fs'); } catch (e) { denied = e.message.includes('fs'); }\n\
+           ctx.body = { url: config.url, value, denied };\n\
+         });",
+    );
+    let files = [("integration.js", entry.as_str()), ("lazy.js", "export const value = 'lazy';")];
+    let program = program_files("tla", 1, &files);
+
+    let body = json(&ok(engine.invoke(&program, get("/")).await));
+
+    assert_eq!(body, serde_json::json!({ "url": "https://api.test/config", "value": "lazy", "denied": true }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement (release build): cargo test -p splice-sandbox --release -- --ignored --nocapture
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a test; run in release mode"]
+async fn measure_invocation_latency() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/', (ctx) => { ctx.body = 'ok'; });\n\
+         for (let i = 0; i < 20; i++) router.get(`/filler/${i}/:id`, (ctx) => { ctx.body = i; });",
+    );
+    let warm = program("warm", 1, &source);
+    let mut fresh = program("fresh", 1, &source);
+    fresh.isolation = Isolation::Invocation;
+
+    for (label, program) in [("warm", &warm), ("fresh context", &fresh)] {
+        for _ in 0..200 {
+            ok(engine.invoke(program, get("/")).await);
+        }
+        let rounds = 2_000;
+        let started = Instant::now();
+        let mut inside = Duration::ZERO;
+        for _ in 0..rounds {
+            let invocation = engine.invoke(program, get("/")).await;
+            inside += invocation.duration;
+            assert_eq!(text(&ok(invocation)), "ok");
+        }
+        let total = started.elapsed() / rounds;
+        let worker = inside / rounds;
+        println!("{label}: {total:?} per Engine::invoke, {worker:?} of it on the worker");
+    }
+    println!("program image: {} bytes", warm.bytecode.len());
+}

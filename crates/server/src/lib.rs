@@ -1,0 +1,200 @@
+//! Splice's HTTP server: the `/v1` API, the hosted connect flow, and the bridge that runs
+//! integration code with access to connectors.
+//!
+//! Handlers are grouped by resource under [`handlers`] and wired in [`router`]. They reach
+//! storage only through `splice_store` traits, tokens only through `splice_oauth`, and code
+//! only through `splice_sandbox`.
+
+mod auth;
+mod error;
+mod extract;
+mod handlers;
+mod host;
+mod programs;
+mod recorder;
+mod views;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+use splice_oauth::{OAuthClient, TokenManager};
+use splice_sandbox::{Engine, EngineConfig};
+use splice_store::Store;
+use url::Url;
+
+pub use error::ApiError;
+
+/// Largest request body accepted (deploys carry source files).
+pub(crate) const BODY_LIMIT: usize = 8 << 20;
+
+/// Everything the server needs to know, already validated.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Externally visible base URL, without a trailing slash.
+    pub public_url: Url,
+    /// SHA-256 (hex) of the admin API key.
+    pub admin_key_hash: String,
+    /// Refresh access tokens this long before they expire.
+    pub refresh_margin: Duration,
+    /// How long a connect session stays usable.
+    pub session_ttl: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    pub sandbox: EngineConfig,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<TokenManager>,
+    pub oauth: OAuthClient,
+    pub engine: Arc<Engine>,
+    pub programs: programs::ProgramCache,
+    pub recorder: recorder::Recorder,
+    pub public_url: Url,
+    pub admin_key_hash: String,
+    pub session_ttl: Duration,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state and starts its background tasks on the current tokio runtime.
+    pub fn new(config: &ServerConfig, store: Arc<dyn Store>) -> Self {
+        let http = outbound_client();
+        let oauth = OAuthClient::new(http.clone());
+        let tokens = Arc::new(TokenManager::new(store.clone(), oauth.clone(), config.refresh_margin));
+        let programs = programs::ProgramCache::default();
+        let host = host::SpliceHost::new(store.clone(), tokens.clone(), programs.clone(), http);
+        let engine = Arc::new(Engine::new(config.sandbox.clone(), Arc::new(host)));
+        let recorder = recorder::Recorder::start(store.clone());
+        Self(Arc::new(Inner {
+            store,
+            tokens,
+            oauth,
+            engine,
+            programs,
+            recorder,
+            public_url: config.public_url.clone(),
+            admin_key_hash: config.admin_key_hash.clone(),
+            session_ttl: config.session_ttl,
+        }))
+    }
+
+    /// The one redirect URI to register with every provider.
+    pub fn callback_url(&self) -> String {
+        format!("{}/v1/oauth/callback", self.public_base())
+    }
+
+    /// The public URL without a trailing slash.
+    pub fn public_base(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+}
+
+fn outbound_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("splice/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
+/// All routes: public ones first, then the key-protected `/v1` API.
+pub fn router(state: AppState) -> Router {
+    use handlers::*;
+
+    let api = Router::new()
+        .route("/v1/connectors", post(connectors::create_connector).get(connectors::list_connectors))
+        .route(
+            "/v1/connectors/{id}",
+            get(connectors::get_connector)
+                .put(connectors::update_connector)
+                .delete(connectors::delete_connector),
+        )
+        .route("/v1/connectors/{id}/identities", get(identities::list_identities))
+        .route(
+            "/v1/connectors/{id}/identities/{identity}",
+            get(identities::get_identity).delete(identities::delete_identity),
+        )
+        .route("/v1/connectors/{id}/identities/{identity}/token", get(identities::get_token))
+        .route("/v1/integrations", get(integrations::list_integrations))
+        .route(
+            "/v1/integrations/{id}",
+            get(integrations::get_integration)
+                .put(integrations::deploy_integration)
+                .delete(integrations::delete_integration),
+        )
+        .route("/v1/integrations/{id}/logs", get(integrations::list_logs))
+        .route("/v1/integrations/{id}/api", any(invoke::invoke_integration))
+        .route("/v1/integrations/{id}/api/{*path}", any(invoke::invoke_integration))
+        .route("/v1/integrations/{id}/sessions", post(sessions::create_session))
+        .route("/v1/integrations/{id}/installs", get(installs::list_installs))
+        .route(
+            "/v1/integrations/{id}/installs/{install}",
+            get(installs::get_install).delete(installs::delete_install),
+        )
+        .route("/v1/sessions/{id}", get(sessions::get_session))
+        .route("/v1/sessions/{id}/commit", post(sessions::commit_session))
+        .fallback(health::unknown_route)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/connect/{session}", get(connect::start_connect))
+        .route("/v1/oauth/callback", get(connect::oauth_callback))
+        .merge(api)
+        .fallback(health::unknown_route)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &axum::http::Request<_>| {
+                    // The path only: query strings carry OAuth codes and states.
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish within the grace
+/// period and flushes the invocation log.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_rx_wait = stop_rx.clone();
+    let bounded = async move {
+        // After the signal, give in-flight requests `grace` to finish.
+        let _ = stop_rx_wait.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = bounded => tracing::warn!("shutdown grace period elapsed with requests in flight"),
+    }
+    state.recorder.flush().await;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The compiled programs of deployed integrations, kept in memory so an invocation does not
+//! read its bytecode from the database.
+//!
+//! Entries are replaced on deploy and dropped on delete by this process. TODO: with several
+//! nodes, a deploy on one node must invalidate the others (keyed by version, or notified
+//! through the database).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use splice_domain::{Integration, IntegrationId};
+use splice_sandbox::{Isolation, Limits, Program};
+use splice_store::{Store, StoreError, StoredProgram};
+
+/// An integration with the program the sandbox runs for it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub integration: Integration,
+    pub program: Program,
+}
+
+impl Loaded {
+    pub fn new(stored: StoredProgram) -> Self {
+        let integration = stored.integration;
+        let runtime = integration.runtime;
+        let program = Program {
+            integration: integration.id.to_string(),
+            version: integration.meta.version,
+            bytecode: Arc::new(stored.bytecode),
+            limits: Limits {
+                memory_bytes: (runtime.memory_mb as usize) << 20,
+                cpu_ms: runtime.cpu_ms,
+                wall_ms: runtime.wall_ms,
+            },
+            isolation: match runtime.isolation {
+                splice_domain::Isolation::Warm => Isolation::Warm,
+                splice_domain::Isolation::Invocation => Isolation::Invocation,
+            },
+        };
+        Self { integration, program }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct ProgramCache {
+    loaded: Arc<RwLock<HashMap<IntegrationId, Arc<Loaded>>>>,
+}
+
+impl ProgramCache {
+    /// The current program of an integration, loading it from the store on first use.
+    pub async fn get(
+        &self,
+        store: &dyn Store,
+        id: &IntegrationId,
+    ) -> Result<Option<Arc<Loaded>>, StoreError> {
+        if let Some(hit) = self.read().get(id) {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(stored) = store.get_program(id).await? else { return Ok(None) };
+        let loaded = Arc::new(Loaded::new(stored));
+        let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        // A concurrent deploy may have put a newer version meanwhile; keep the newest.
+        let entry = map.entry(id.clone()).or_insert_with(|| loaded.clone());
+        if entry.integration.meta.version < loaded.integration.meta.version {
+            *entry = loaded;
+        }
+        Ok(Some(entry.clone()))
+    }
+
+    pub fn put(&self, loaded: Loaded) {
+        let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(loaded.integration.id.clone(), Arc::new(loaded));
+    }
+
+    pub fn remove(&self, id: &IntegrationId) {
+        self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<IntegrationId, Arc<Loaded>>> {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,81 @@
+//! The invocation log, written off the request path: records are queued and a background
+//! task writes them in batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use splice_domain::InvocationRecord;
+use splice_store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+/// Records waiting beyond this are dropped (and counted in a warning) rather than slowing
+/// requests down.
+const QUEUE: usize = 10_000;
+const BATCH: usize = 256;
+const LINGER: Duration = Duration::from_millis(50);
+
+enum Message {
+    Record(InvocationRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle to the batching writer.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Recorder {
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_batches(store, rx));
+        Self { tx }
+    }
+
+    /// Queues a record without waiting.
+    pub fn record(&self, record: InvocationRecord) {
+        if self.tx.try_send(Message::Record(record)).is_err() {
+            tracing::warn!("invocation log queue is full; dropping a record");
+        }
+    }
+
+    /// Waits until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        take(first, &mut batch, &mut waiting);
+        // Linger briefly so a burst becomes one transaction.
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH && waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(next)) => take(next, &mut batch, &mut waiting),
+                _ => break,
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(err) = store.record_invocations(&batch).await {
+                tracing::error!(error = %err, count = batch.len(), "failed to write invocation log");
+            }
+            batch.clear();
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn take(message: Message, batch: &mut Vec<InvocationRecord>, waiting: &mut Vec<oneshot::Sender<()>>) {
+    match message {
+        Message::Record(record) => batch.push(record),
+        Message::Flush(done) => waiting.push(done),
+    }
+}
