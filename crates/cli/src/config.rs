@@ -30,6 +30,10 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Database: sqlite://path or postgres://user:password@host/database.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
 }
 
 /// The merged configuration.
@@ -43,6 +47,11 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// Base64 of 32 bytes; default: `<data_dir>/master.key`, generated on first start.
     pub master_key: Option<String>,
+    /// `sqlite://…` or `postgres://…`; default: `<data_dir>/splice.db`.
+    pub database_url: Option<String>,
+    pub database_pool_size: u32,
+    /// PostgreSQL statement timeout; 0 disables it.
+    pub database_statement_timeout_ms: u64,
     pub refresh_margin_secs: u64,
     pub session_ttl_secs: u64,
     pub shutdown_grace_secs: u64,
@@ -62,6 +71,9 @@ impl Default for Config {
             public_url: None,
             admin_key: None,
             master_key: None,
+            database_url: None,
+            database_pool_size: 16,
+            database_statement_timeout_ms: 30_000,
             refresh_margin_secs: 300,
             session_ttl_secs: 1800,
             shutdown_grace_secs: 30,
@@ -103,6 +115,14 @@ impl Config {
                 bail!("invalid configuration: public_url must be an http(s) URL");
             }
         }
+        if let Some(url) = &self.database_url
+            && splice_store::Dialect::of(url).is_none()
+        {
+            bail!("invalid configuration: database_url must start with sqlite:// or postgres://");
+        }
+        if self.database_pool_size == 0 {
+            bail!("invalid configuration: database_pool_size must be at least 1");
+        }
         if self.sandbox_runtimes_per_integration == 0 {
             bail!("invalid configuration: sandbox_runtimes_per_integration must be at least 1");
         }
@@ -112,9 +132,27 @@ impl Config {
         Ok(())
     }
 
+    /// The database URL, defaulting to the SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| splice_store::sqlite_url(&self.data_dir.join("splice.db")))
+    }
+
+    pub fn pool_settings(&self) -> splice_store::PoolSettings {
+        let timeout = self.database_statement_timeout_ms;
+        splice_store::PoolSettings {
+            max_connections: self.database_pool_size,
+            statement_timeout: (timeout > 0).then(|| std::time::Duration::from_millis(timeout)),
+        }
+    }
+
     /// The public URL, defaulting to the listen address.
     pub fn public_url(&self) -> anyhow::Result<url::Url> {
-        let raw = self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        let raw = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen));
         url::Url::parse(raw.trim_end_matches('/')).context("invalid configuration: public_url")
     }
 }
@@ -124,9 +162,13 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail's closure returns figment::Error")]
     fn layers_apply_in_order_and_bad_values_name_the_key() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("splice.toml", "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\n")?;
+            jail.create_file(
+                "splice.toml",
+                "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\n",
+            )?;
             jail.set_env("SPLICE_LOG", "warn");
             jail.set_env("SPLICE_TEST_DATABASE_URL", "ignored");
 
@@ -134,22 +176,33 @@ mod tests {
             assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
             assert_eq!(config.log, "warn");
             assert_eq!(config.refresh_margin_secs, 300);
-            assert_eq!(config.public_url().unwrap().as_str(), "http://127.0.0.1:9000/");
+            assert_eq!(
+                config.public_url().unwrap().as_str(),
+                "http://127.0.0.1:9000/"
+            );
 
-            let flags = ServeFlags { listen: Some("127.0.0.1:9100".into()), ..Default::default() };
+            let flags = ServeFlags {
+                listen: Some("127.0.0.1:9100".into()),
+                ..Default::default()
+            };
             let config = Config::load(&flags).map_err(|e| e.to_string())?;
             assert_eq!(config.listen.port(), 9100);
 
             jail.set_env("SPLICE_REFRESH_MARGIN_SECS", "soon");
-            let err = Config::load(&ServeFlags::default()).unwrap_err().to_string();
-            assert!(err.contains("refresh_margin_secs"), "{err}");
+            let err = Config::load(&ServeFlags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.to_lowercase().contains("refresh_margin_secs"), "{err}");
             Ok(())
         });
     }
 
     #[test]
     fn a_named_config_file_must_exist() {
-        let flags = ServeFlags { config: Some("/nonexistent/splice.toml".into()), ..Default::default() };
+        let flags = ServeFlags {
+            config: Some("/nonexistent/splice.toml".into()),
+            ..Default::default()
+        };
         let err = Config::load(&flags).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/splice.toml"), "{err}");
     }

@@ -14,14 +14,16 @@ use splice_store::SqlStore;
 
 use crate::config::Config;
 
-const DATABASE_FILE: &str = "splice.db";
 const KEY_FILE: &str = "master.key";
 const ADMIN_KEY_META: &str = "admin_key_sha256";
 
 pub fn init_tracing(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("invalid configuration: log filter {filter:?}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     Ok(())
 }
 
@@ -29,12 +31,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let master_key = master_key(&config)?;
+    let master_key = master_key(&config, true)?;
 
-    let database = config.data_dir.join(DATABASE_FILE);
-    let store = SqlStore::open_sqlite(&database, Cipher::new(&master_key))
-        .await
-        .with_context(|| format!("opening database {}", database.display()))?;
+    let store = open_store(&config, &master_key).await?;
     let admin_key_hash = admin_key_hash(&config, &store).await?;
 
     let server_config = ServerConfig {
@@ -57,10 +56,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_millis() as u64,
         "splice is ready"
     );
-    splice_server::serve(listener, state, shutdown_signal(), server_config.shutdown_grace).await?;
+    splice_server::serve(
+        listener,
+        state,
+        shutdown_signal(),
+        server_config.shutdown_grace,
+    )
+    .await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the configured database (migrating it, and checking the master key against it).
+pub async fn open_store(config: &Config, master_key: &MasterKey) -> anyhow::Result<SqlStore> {
+    let url = config.database_url();
+    SqlStore::open(&url, Cipher::new(master_key), &config.pool_settings())
+        .await
+        .with_context(|| format!("opening database {}", redact_url(&url)))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn sandbox_config(config: &Config) -> EngineConfig {
@@ -73,7 +97,7 @@ fn sandbox_config(config: &Config) -> EngineConfig {
 }
 
 /// The master key from configuration, or from the key file, generated on first start.
-fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
+pub fn master_key(config: &Config, create: bool) -> anyhow::Result<MasterKey> {
     if let Some(encoded) = &config.master_key {
         return MasterKey::from_base64(encoded)
             .context("invalid configuration: master_key must be 32 bytes of base64");
@@ -82,9 +106,17 @@ fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
     if path.exists() {
         let encoded = std::fs::read_to_string(&path)
             .with_context(|| format!("reading master key file {}", path.display()))?;
-        return MasterKey::from_base64(&encoded)
-            .with_context(|| format!("master key file {} is not 32 bytes of base64", path.display()));
+        return MasterKey::from_base64(&encoded).with_context(|| {
+            format!(
+                "master key file {} is not 32 bytes of base64",
+                path.display()
+            )
+        });
     }
+    anyhow::ensure!(
+        create,
+        "no master key: set SPLICE_MASTER_KEY or point --data-dir at the directory holding {KEY_FILE}"
+    );
     let key = MasterKey::generate();
     write_private(&path, &key.to_base64())?;
     tracing::info!(path = %path.display(), "generated a new master key; back it up with the database");
@@ -97,7 +129,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
     Ok(())
@@ -107,7 +141,10 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 /// printed once.
 async fn admin_key_hash(config: &Config, store: &SqlStore) -> anyhow::Result<String> {
     if let Some(key) = &config.admin_key {
-        anyhow::ensure!(key.len() >= 16, "invalid configuration: admin_key must be at least 16 characters");
+        anyhow::ensure!(
+            key.len() >= 16,
+            "invalid configuration: admin_key must be at least 16 characters"
+        );
         return Ok(sha256_hex(key));
     }
     if let Some(stored) = store.get_meta(ADMIN_KEY_META).await? {
@@ -115,13 +152,19 @@ async fn admin_key_hash(config: &Config, store: &SqlStore) -> anyhow::Result<Str
     }
     let key = format!("sk_{}", random_token(32));
     let digest = sha256_hex(&key);
-    if store.put_meta_if_absent(ADMIN_KEY_META, digest.as_bytes()).await? {
+    if store
+        .put_meta_if_absent(ADMIN_KEY_META, digest.as_bytes())
+        .await?
+    {
         // Printed once, on stdout rather than in the log stream.
         println!("Generated admin API key (shown only once; keep it safe):\n\n    {key}\n");
         return Ok(digest);
     }
     // Another process stored one first.
-    let stored = store.get_meta(ADMIN_KEY_META).await?.context("admin key digest vanished")?;
+    let stored = store
+        .get_meta(ADMIN_KEY_META)
+        .await?
+        .context("admin key digest vanished")?;
     String::from_utf8(stored).context("stored admin key digest is not text")
 }
 
@@ -150,6 +193,18 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://splice:hunter2@db:5432/splice"),
+            "postgres://splice:***@db:5432/splice"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/splice.db"),
+            "sqlite:///var/lib/splice.db"
+        );
+    }
 
     #[test]
     fn key_file_is_private_and_never_overwritten() {

@@ -8,6 +8,7 @@ mod support;
 
 mod e2e {
     mod api;
+    mod cluster;
     mod connect;
     mod fixture;
     mod sandbox;

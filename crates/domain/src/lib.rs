@@ -55,7 +55,8 @@ pub fn rfc3339(ms: Millis) -> String {
 
 /// Parses an RFC 3339 time into [`Millis`].
 pub fn parse_rfc3339(text: &str) -> Option<Millis> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     Millis::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
@@ -67,8 +68,14 @@ mod tests {
     fn times_format_with_fixed_precision_and_parse_back() {
         assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
         assert_eq!(rfc3339(1_700_000_000_250), "2023-11-14T22:13:20.250Z");
-        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.250Z"), Some(1_700_000_000_250));
-        assert_eq!(parse_rfc3339("2023-11-14T23:13:20+01:00"), Some(1_700_000_000_000));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.250Z"),
+            Some(1_700_000_000_250)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000_000)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

@@ -1,9 +1,10 @@
 //! Keeping identities' access tokens fresh.
 //!
 //! Every use asks [`TokenManager::access_token`]. A token within the refresh margin of its
-//! expiry is refreshed first; concurrent uses of one identity share that refresh (one lock per
-//! identity, and the identity is re-read after taking it); the write carries the version that
-//! was read, so a slower refresher can never overwrite a newer token. A rejected grant marks
+//! expiry is refreshed first; concurrent uses of one identity share that refresh (a lock per
+//! identity in this process, then the store's cross-node guard, and the identity is re-read
+//! after taking both); the write carries the version that was read, so a slower refresher can
+//! never overwrite a newer token. A rejected grant marks
 //! the identity `needs_reauth` rather than deleting anything.
 
 use std::collections::HashMap;
@@ -67,10 +68,18 @@ impl TokenManager {
             return Ok(seen);
         }
 
+        // One refresher per identity in this process, then one across nodes.
         let lock = self.lock_for(id);
-        let guard = lock.lock().await;
-        let result = self.refresh_locked(id, &seen, force).await;
-        drop(guard);
+        let local = lock.lock().await;
+        let result = match self.store.refresh_guard(id).await {
+            Ok(guard) => {
+                let result = self.refresh_locked(id, &seen, force).await;
+                guard.release().await;
+                result
+            }
+            Err(err) => Err(err.into()),
+        };
+        drop(local);
         self.release_lock(id, lock);
         result
     }

@@ -24,7 +24,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 64 << 20, cpu_ms: 1_000, wall_ms: 30_000 }
+        Self {
+            memory_bytes: 64 << 20,
+            cpu_ms: 1_000,
+            wall_ms: 30_000,
+        }
     }
 }
 
@@ -103,7 +107,10 @@ pub enum InvokeError {
     StackOverflow,
     /// The code threw (or its promise rejected) and nothing caught it.
     #[error("uncaught exception: {message}")]
-    Exception { message: String, stack: Option<String> },
+    Exception {
+        message: String,
+        stack: Option<String>,
+    },
     /// The module did not export what Splice expects (e.g. no default `Integration`).
     #[error("invalid integration: {0}")]
     InvalidProgram(String),

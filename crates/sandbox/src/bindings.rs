@@ -14,14 +14,17 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
-use rquickjs::{Array, ArrayBuffer, Ctx, Exception, Function, Object, Persistent, Promise, TypedArray, Value};
+use rquickjs::{
+    Array, ArrayBuffer, Ctx, Exception, Function, Object, Persistent, Promise, TypedArray, Value,
+};
 
 use crate::api::{
     FetchRequest, FetchResponse, Host, HostError, IdentityScope, LogLevel, LogLine, TokenRequest,
 };
+use crate::{modules, prelude};
 
 /// Console lines kept per invocation; later ones are dropped.
 const MAX_LOG_LINES: usize = 500;
@@ -34,7 +37,8 @@ const MAX_PENDING_OPS: usize = 1024;
 /// Longest timer delay; the wall limit ends invocations long before.
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 
-const LOG_CAP_NOTICE: &str = "log limit reached: further console output of this invocation was dropped";
+const LOG_CAP_NOTICE: &str =
+    "log limit reached: further console output of this invocation was dropped";
 
 /// What a finished host operation produced.
 pub(crate) enum Outcome {
@@ -78,7 +82,11 @@ impl HostState {
             waiting: HashMap::new(),
             operations: FuturesUnordered::new(),
         };
-        Rc::new(Self { host, integration, inner: RefCell::new(inner) })
+        Rc::new(Self {
+            host,
+            integration,
+            inner: RefCell::new(inner),
+        })
     }
 
     /// Starts an invocation: the log clock restarts and the log buffer is empty.
@@ -116,16 +124,25 @@ impl HostState {
     }
 
     /// Resolves or rejects the promise of a finished operation.
-    pub(crate) fn settle<'js>(&self, ctx: &Ctx<'js>, id: u64, outcome: Outcome) -> rquickjs::Result<()> {
+    pub(crate) fn settle<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        id: u64,
+        outcome: Outcome,
+    ) -> rquickjs::Result<()> {
         let Some(settlers) = self.inner.borrow_mut().waiting.remove(&id) else {
             return Ok(());
         };
 
         let settled = match outcome {
             Outcome::Fetch(Ok(response)) => Ok(response_to_js(ctx, response)?.into_value()),
-            Outcome::Token(Ok(token)) => Ok(rquickjs::String::from_str(ctx.clone(), &token)?.into_value()),
+            Outcome::Token(Ok(token)) => {
+                Ok(rquickjs::String::from_str(ctx.clone(), &token)?.into_value())
+            }
             Outcome::Timer => Ok(Value::new_undefined(ctx.clone())),
-            Outcome::Fetch(Err(error)) | Outcome::Token(Err(error)) => Err(host_error_to_js(ctx, &error)?),
+            Outcome::Fetch(Err(error)) | Outcome::Token(Err(error)) => {
+                Err(host_error_to_js(ctx, &error)?)
+            }
         };
         match settled {
             Ok(value) => settlers.resolve.restore(ctx)?.call((value,)),
@@ -138,29 +155,43 @@ impl HostState {
         let table = Object::new(ctx.clone())?;
 
         let state = Rc::clone(self);
-        table.set("log", Function::new(ctx.clone(), move |level: i32, message: String| {
-            state.log(level, message);
-        })?)?;
+        table.set(
+            "log",
+            Function::new(ctx.clone(), move |level: i32, message: String| {
+                state.log(level, message);
+            })?,
+        )?;
 
         let state = Rc::clone(self);
-        table.set("canLog", Function::new(ctx.clone(), move || !state.inner.borrow().log_capped)?)?;
+        table.set(
+            "canLog",
+            Function::new(ctx.clone(), move || !state.inner.borrow().log_capped)?,
+        )?;
 
         let state = Rc::clone(self);
-        table.set("fetch", Function::new(ctx.clone(), move |ctx: Ctx<'js>, request: Object<'js>| {
-            state.fetch(&ctx, &request)
-        })?)?;
+        table.set(
+            "fetch",
+            Function::new(ctx.clone(), move |ctx: Ctx<'js>, request: Object<'js>| {
+                state.fetch(&ctx, &request)
+            })?,
+        )?;
 
         let state = Rc::clone(self);
-        let token = move |ctx: Ctx<'js>, connector: String, scope: String, id: String, force: bool| {
-            state.token(&ctx, connector, &scope, id, force)
-        };
+        let token =
+            move |ctx: Ctx<'js>, connector: String, scope: String, id: String, force: bool| {
+                state.token(&ctx, connector, &scope, id, force)
+            };
         table.set("token", Function::new(ctx.clone(), token)?)?;
 
         let state = Rc::clone(self);
-        table.set("sleep", Function::new(ctx.clone(), move |ctx: Ctx<'js>, ms: f64| {
-            state.sleep(&ctx, ms)
-        })?)?;
+        table.set(
+            "sleep",
+            Function::new(ctx.clone(), move |ctx: Ctx<'js>, ms: f64| {
+                state.sleep(&ctx, ms)
+            })?,
+        )?;
 
+        table.set("loadWeb", Function::new(ctx.clone(), load_web)?)?;
         table.set("utf8Encode", Function::new(ctx.clone(), utf8_encode)?)?;
         table.set("utf8Decode", Function::new(ctx.clone(), utf8_decode)?)?;
 
@@ -180,16 +211,25 @@ impl HostState {
             return;
         }
         let at_ms = u64::try_from(inner.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if inner.logs.len() + 1 >= MAX_LOG_LINES || inner.log_bytes + message.len() > MAX_LOG_BYTES {
+        if inner.logs.len() + 1 >= MAX_LOG_LINES || inner.log_bytes + message.len() > MAX_LOG_BYTES
+        {
             inner.log_capped = true;
             let message = LOG_CAP_NOTICE.to_owned();
-            inner.logs.push(LogLine { level: LogLevel::Warn, message, at_ms });
+            inner.logs.push(LogLine {
+                level: LogLevel::Warn,
+                message,
+                at_ms,
+            });
             return;
         }
 
         let message = truncate(message, MAX_LOG_LINE_BYTES);
         inner.log_bytes += message.len();
-        inner.logs.push(LogLine { level, message, at_ms });
+        inner.logs.push(LogLine {
+            level,
+            message,
+            at_ms,
+        });
     }
 
     fn fetch<'js>(&self, ctx: &Ctx<'js>, request: &Object<'js>) -> rquickjs::Result<Promise<'js>> {
@@ -209,7 +249,12 @@ impl HostState {
         let scope = match scope {
             "tenant" => IdentityScope::Tenant(id),
             "install" => IdentityScope::Install(id),
-            other => return Err(Exception::throw_type(ctx, &format!("unknown identity scope {other}"))),
+            other => {
+                return Err(Exception::throw_type(
+                    ctx,
+                    &format!("unknown identity scope {other}"),
+                ));
+            }
         };
         let request = TokenRequest {
             integration: self.integration.clone(),
@@ -227,7 +272,12 @@ impl HostState {
         } else {
             Duration::ZERO
         };
-        self.start(ctx, tokio::time::sleep(delay).map(|()| Outcome::Timer).boxed_local())
+        self.start(
+            ctx,
+            tokio::time::sleep(delay)
+                .map(|()| Outcome::Timer)
+                .boxed_local(),
+        )
     }
 
     /// Queues an operation and returns the promise it will settle.
@@ -251,7 +301,9 @@ impl HostState {
         let id = inner.next_op;
         inner.next_op += 1;
         inner.waiting.insert(id, settlers);
-        inner.operations.push(operation.map(move |outcome| (id, outcome)).boxed_local());
+        inner
+            .operations
+            .push(operation.map(move |outcome| (id, outcome)).boxed_local());
         Ok(promise)
     }
 }
@@ -270,7 +322,12 @@ fn fetch_request_from_js(request: &Object<'_>) -> rquickjs::Result<FetchRequest>
         .collect();
     let body: Value<'_> = request.get("body")?;
 
-    Ok(FetchRequest { method, url, headers, body: body_bytes(&body).map(Bytes::from) })
+    Ok(FetchRequest {
+        method,
+        url,
+        headers,
+        body: body_bytes(&body).map(Bytes::from),
+    })
 }
 
 /// Builds the `{ status, statusText, url, headers, body }` the prelude wraps in a `Response`.
@@ -280,12 +337,18 @@ fn response_to_js<'js>(ctx: &Ctx<'js>, response: FetchResponse) -> rquickjs::Res
     object.set("statusText", response.status_text)?;
     object.set("url", response.url)?;
     object.set("headers", pairs_to_js(ctx, &response.headers)?)?;
-    object.set("body", TypedArray::<u8>::new(ctx.clone(), response.body.to_vec())?)?;
+    object.set(
+        "body",
+        TypedArray::<u8>::new(ctx.clone(), response.body.to_vec())?,
+    )?;
     Ok(object)
 }
 
 /// `[[name, value], ...]` as a JavaScript array.
-pub(crate) fn pairs_to_js<'js>(ctx: &Ctx<'js>, pairs: &[(String, String)]) -> rquickjs::Result<Array<'js>> {
+pub(crate) fn pairs_to_js<'js>(
+    ctx: &Ctx<'js>,
+    pairs: &[(String, String)],
+) -> rquickjs::Result<Array<'js>> {
     let array = Array::new(ctx.clone())?;
     for (i, (name, value)) in pairs.iter().enumerate() {
         let pair = Array::new(ctx.clone())?;
@@ -315,19 +378,37 @@ pub(crate) fn body_bytes(value: &Value<'_>) -> Option<Vec<u8>> {
 }
 
 /// Copies bytes out of a JavaScript buffer (empty when it was detached).
-#[expect(unsafe_code, reason = "reading an ArrayBuffer's bytes needs a raw slice")]
+#[expect(
+    unsafe_code,
+    reason = "reading an ArrayBuffer's bytes needs a raw slice"
+)]
 fn copy_raw(raw: Option<std::ptr::NonNull<[u8]>>) -> Vec<u8> {
     // SAFETY: the pointer comes from a live buffer whose owner the caller holds, and the bytes
     // are copied before control returns to JavaScript, so nothing can detach or resize the
     // buffer while the slice exists.
-    raw.map(|raw| unsafe { raw.as_ref() }.to_vec()).unwrap_or_default()
+    raw.map(|raw| unsafe { raw.as_ref() }.to_vec())
+        .unwrap_or_default()
+}
+
+/// Evaluates the prelude's web module and returns its `bind` function.
+fn load_web<'js>(ctx: Ctx<'js>) -> rquickjs::Result<Function<'js>> {
+    let bytecode = prelude::web_bytecode().map_err(|e| Exception::throw_internal(&ctx, &e))?;
+    // Evaluating without resolution is sound only for a module without static imports, which
+    // `prelude::compile` guarantees for the web module.
+    let (module, _) = modules::load_bytecode(&ctx, bytecode)?.eval()?;
+    module.get("bind")
 }
 
 fn utf8_encode<'js>(ctx: Ctx<'js>, text: String) -> rquickjs::Result<TypedArray<'js, u8>> {
     TypedArray::new(ctx, text.into_bytes())
 }
 
-fn utf8_decode<'js>(ctx: Ctx<'js>, data: Value<'js>, fatal: bool, strip_bom: bool) -> rquickjs::Result<String> {
+fn utf8_decode<'js>(
+    ctx: Ctx<'js>,
+    data: Value<'js>,
+    fatal: bool,
+    strip_bom: bool,
+) -> rquickjs::Result<String> {
     let bytes = body_bytes(&data).unwrap_or_default();
     let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
         Some(rest) if strip_bom => rest,

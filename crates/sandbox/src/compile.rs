@@ -24,7 +24,10 @@ pub fn compile(files: &Files) -> Result<Vec<u8>, CompileError> {
         return Err(file_error(ENTRY, "missing entry module integration.js"));
     }
     if let Some(name) = files.keys().find(|name| !is_valid_name(name)) {
-        return Err(file_error(name, "file names must be relative paths like lib/util.js"));
+        return Err(file_error(
+            name,
+            "file names must be relative paths like lib/util.js",
+        ));
     }
 
     let modules = CompileModules::new(files);
@@ -44,7 +47,9 @@ pub fn compile(files: &Files) -> Result<Vec<u8>, CompileError> {
             let source = files.get(name).map_or("", String::as_str);
             if let Err(error) = modules.compile(&ctx, name, source) {
                 ctx.catch();
-                return Err(modules.take_error().unwrap_or_else(|| file_error(name, &error.to_string())));
+                return Err(modules
+                    .take_error()
+                    .unwrap_or_else(|| file_error(name, &error.to_string())));
             }
         }
         Ok(())
@@ -59,11 +64,18 @@ fn is_valid_name(name: &str) -> bool {
     !name.starts_with('/')
         && !name.contains('\\')
         && !name.contains('\0')
-        && name.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 fn file_error(file: &str, message: &str) -> CompileError {
-    CompileError { file: file.to_owned(), line: 1, column: 1, message: message.to_owned() }
+    CompileError {
+        file: file.to_owned(),
+        line: 1,
+        column: 1,
+        message: message.to_owned(),
+    }
 }
 
 fn engine_error(error: &rquickjs::Error) -> CompileError {
@@ -78,15 +90,27 @@ mod tests {
     use crate::image::ProgramImage;
 
     fn files(entries: &[(&str, &str)]) -> Files {
-        entries.iter().map(|(n, s)| ((*n).to_owned(), (*s).to_owned())).collect()
+        entries
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+            .collect()
     }
 
     #[test]
     fn compiles_all_js_files_into_one_image() {
         let files = files(&[
-            ("integration.js", "import { x } from './lib/util.js';\nexport default x;"),
-            ("lib/util.js", "import { y } from '../other';\nexport const x = y;"),
-            ("other.js", "import { Integration } from 'splice';\nexport const y = 1;"),
+            (
+                "integration.js",
+                "import { x } from './lib/util.js';\nexport default x;",
+            ),
+            (
+                "lib/util.js",
+                "import { y } from '../other';\nexport const x = y;",
+            ),
+            (
+                "other.js",
+                "import { Integration } from 'splice';\nexport const y = 1;",
+            ),
             ("unused.js", "export const z = 1;"),
             ("README.md", "not javascript {"),
         ]);
@@ -118,7 +142,10 @@ mod tests {
     #[test]
     fn syntax_error_in_an_imported_file_names_that_file() {
         let files = files(&[
-            ("integration.js", "import './lib/broken.js';\nexport default 1;\n"),
+            (
+                "integration.js",
+                "import './lib/broken.js';\nexport default 1;\n",
+            ),
             ("lib/broken.js", "\n\n  let = ;\n"),
         ]);
 

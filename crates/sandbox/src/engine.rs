@@ -14,11 +14,11 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::api::{Host, Invocation, InvokeError, Program, Request};
-use crate::isolate::{Isolate, RuntimeKey};
+use crate::api::{Host, Invocation, InvokeError, Isolation, Program, Request};
+use crate::isolate::{self, Isolate, RuntimeKey};
 
 /// Stack of a worker thread; far above QuickJS's own limit, so deep recursion stays a JS error.
 const WORKER_STACK_BYTES: usize = 16 << 20;
@@ -104,13 +104,23 @@ impl Engine {
 
         let worker = lease.worker;
         let (reply, answer) = oneshot::channel();
-        let job = Job { lease, program: program.clone(), request, reply };
-        let sent = self.workers.get(worker).map(|w| w.send(Command::Invoke(Box::new(job))));
+        let job = Job {
+            lease,
+            program: program.clone(),
+            request,
+            reply,
+        };
+        let sent = self
+            .workers
+            .get(worker)
+            .map(|w| w.send(Command::Invoke(Box::new(job))));
         if !matches!(sent, Some(Ok(()))) {
             return failed(internal("sandbox worker stopped"), started);
         }
 
-        let invocation = answer.await.unwrap_or_else(|_| failed(internal("invocation aborted"), started));
+        let invocation = answer
+            .await
+            .unwrap_or_else(|_| failed(internal("invocation aborted"), started));
         tracing::debug!(
             duration_ms = invocation.duration.as_millis(),
             ok = invocation.result.is_ok(),
@@ -132,7 +142,11 @@ impl Engine {
 
     /// Runtimes currently alive for one integration.
     pub fn resident_runtimes_of(&self, integration: &str) -> usize {
-        self.registry.lock().pools.get(integration).map_or(0, |pool| pool.resident)
+        self.registry
+            .lock()
+            .pools
+            .get(integration)
+            .map_or(0, |pool| pool.resident)
     }
 
     async fn acquire(&self, program: &Program) -> Result<Lease, InvokeError> {
@@ -163,7 +177,11 @@ impl Engine {
 }
 
 fn failed(error: InvokeError, started: Instant) -> Invocation {
-    Invocation { result: Err(error), logs: Vec::new(), duration: started.elapsed() }
+    Invocation {
+        result: Err(error),
+        logs: Vec::new(),
+        duration: started.elapsed(),
+    }
 }
 
 fn internal(message: &str) -> InvokeError {
@@ -201,7 +219,10 @@ struct IdleRuntime {
 
 impl Registry {
     fn new(config: EngineConfig) -> Self {
-        Self { config, state: Mutex::new(Pools::default()) }
+        Self {
+            config,
+            state: Mutex::new(Pools::default()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Pools> {
@@ -211,12 +232,15 @@ impl Registry {
     fn semaphore(&self, integration: &str) -> Arc<Semaphore> {
         let max = self.config.max_runtimes_per_integration;
         let mut state = self.lock();
-        let pool = state.pools.entry(integration.to_owned()).or_insert_with(|| Pool {
-            semaphore: Arc::new(Semaphore::new(max)),
-            idle: Vec::new(),
-            resident: 0,
-            generation: 0,
-        });
+        let pool = state
+            .pools
+            .entry(integration.to_owned())
+            .or_insert_with(|| Pool {
+                semaphore: Arc::new(Semaphore::new(max)),
+                idle: Vec::new(),
+                resident: 0,
+                generation: 0,
+            });
         Arc::clone(&pool.semaphore)
     }
 
@@ -232,12 +256,15 @@ impl Registry {
         let max = this.config.max_runtimes_per_integration;
         let mut guard = this.lock();
         let state = &mut *guard;
-        let pool = state.pools.entry(program.integration.clone()).or_insert_with(|| Pool {
-            semaphore: Arc::clone(permit.semaphore()),
-            idle: Vec::new(),
-            resident: 0,
-            generation: 0,
-        });
+        let pool = state
+            .pools
+            .entry(program.integration.clone())
+            .or_insert_with(|| Pool {
+                semaphore: Arc::clone(permit.semaphore()),
+                idle: Vec::new(),
+                resident: 0,
+                generation: 0,
+            });
 
         let mut stale = Vec::new();
         pool.idle.retain(|idle| {
@@ -248,11 +275,15 @@ impl Registry {
             keep
         });
 
-        let reused = pool.idle.iter().rposition(|idle| idle.key == key).map(|at| pool.idle.remove(at));
+        let reused = pool
+            .idle
+            .iter()
+            .rposition(|idle| idle.key == key)
+            .map(|at| pool.idle.remove(at));
         let (id, worker) = match reused {
             Some(idle) => (idle.id, idle.worker),
             None => {
-                if pool.resident - stale.len() >= max && !pool.idle.is_empty() {
+                if pool.resident.saturating_sub(stale.len()) >= max && !pool.idle.is_empty() {
                     let oldest = pool.idle.remove(0);
                     stale.push((oldest.worker, oldest.id));
                 }
@@ -266,7 +297,7 @@ impl Registry {
             }
         };
 
-        pool.resident -= stale.len();
+        pool.resident = pool.resident.saturating_sub(stale.len());
         for (worker, _) in &stale {
             if let Some(count) = state.per_worker.get_mut(*worker) {
                 *count = count.saturating_sub(1);
@@ -319,8 +350,12 @@ impl Registry {
         };
 
         pool.generation += 1;
-        let stale: Vec<_> = pool.idle.drain(..).map(|idle| (idle.worker, idle.id)).collect();
-        pool.resident -= stale.len();
+        let stale: Vec<_> = pool
+            .idle
+            .drain(..)
+            .map(|idle| (idle.worker, idle.id))
+            .collect();
+        pool.resident = pool.resident.saturating_sub(stale.len());
         for (worker, _) in &stale {
             if let Some(count) = state.per_worker.get_mut(*worker) {
                 *count = count.saturating_sub(1);
@@ -347,7 +382,7 @@ impl Registry {
                 }
                 keep
             });
-            pool.resident -= before - pool.idle.len();
+            pool.resident = pool.resident.saturating_sub(before - pool.idle.len());
             if pool.resident == 0 {
                 emptied.push(integration.clone());
             }
@@ -440,7 +475,9 @@ fn run_worker(
     registry: Arc<Registry>,
     host: Arc<dyn Host>,
 ) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -462,7 +499,8 @@ async fn serve(
     host: Arc<dyn Host>,
 ) {
     let isolates: Isolates = Rc::default();
-    let period = (registry.config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let period =
+        (registry.config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
     let mut sweep = tokio::time::interval(period);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -493,8 +531,14 @@ async fn serve(
 
 /// Runs one call on its runtime (creating the runtime if needed) and replies.
 async fn run_job(job: Job, isolates: Isolates, host: Arc<dyn Host>) {
-    let Job { lease, program, request, reply } = job;
+    let Job {
+        lease,
+        program,
+        request,
+        reply,
+    } = job;
     let id = lease.runtime;
+    let started = Instant::now();
 
     let existing = isolates.borrow_mut().remove(&id);
     let existing = existing.filter(|isolate| isolate.key() == RuntimeKey::of(&program));
@@ -507,20 +551,48 @@ async fn run_job(job: Job, isolates: Isolates, host: Arc<dyn Host>) {
             }
             Err(error) => {
                 lease.release(false);
-                let _ = reply.send(failed(error, Instant::now()));
+                let _ = reply.send(failed(error, started));
                 return;
             }
         },
     };
 
-    let outcome = isolate.invoke(&request).await;
+    let mut outcome = isolate.invoke(&request).await;
+    outcome.invocation.duration = started.elapsed();
+    let fresh =
+        (isolate.key().isolation == Isolation::Invocation).then(|| isolate.runtime_handle());
 
     if lease.release(outcome.healthy) {
         isolates.borrow_mut().insert(id, isolate);
     } else {
-        tracing::debug!(runtime.id = id, "discarded runtime after a failed invocation");
+        tracing::debug!(
+            runtime.id = id,
+            "discarded runtime after a failed invocation"
+        );
         drop(isolate);
     }
     // The caller may have gone away; then nobody wants the answer.
     let _ = reply.send(outcome.invocation);
+
+    if let Some(runtime) = fresh {
+        isolate::collect_garbage(&runtime);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Engine>();
+    }
+
+    #[test]
+    fn new_runtimes_go_to_the_least_loaded_live_worker() {
+        assert_eq!(least_loaded(&[3, 1, 2], &[true, true, true]), 1);
+        assert_eq!(least_loaded(&[3, 1, 2], &[true, false, true]), 2);
+        assert_eq!(least_loaded(&[], &[]), 0);
+    }
 }

@@ -28,7 +28,12 @@ pub(crate) const ENTRY: &str = "integration.js";
 
 /// Serialises compiled modules into one image.
 pub(crate) fn pack(modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(64 + modules.iter().map(|(n, b)| n.len() + b.len()).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        64 + modules
+            .iter()
+            .map(|(n, b)| n.len() + b.len())
+            .sum::<usize>(),
+    );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.push(ENGINE.len() as u8);
@@ -80,7 +85,9 @@ impl ProgramImage {
         let engine_len = usize::from(reader.byte()?);
         let engine = reader.take(engine_len)?;
         if format != FORMAT || engine != ENGINE.as_bytes() {
-            return Err("program image was built by another engine version; redeploy it".to_owned());
+            return Err(
+                "program image was built by another engine version; redeploy it".to_owned(),
+            );
         }
 
         let count = reader.len()?;
@@ -124,7 +131,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len());
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len());
         let end = end.ok_or_else(|| "program image is truncated".to_owned())?;
         let out = &self.bytes[self.at..end];
         self.at = end;

@@ -17,9 +17,11 @@ use rquickjs::context::intrinsic;
 use rquickjs::promise::PromiseState;
 use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Promise, Runtime, Value};
 
-use crate::api::{Host, Invocation, InvokeError, Isolation, Limits, LogLine, Program, Request, Response};
+use crate::api::{
+    Host, Invocation, InvokeError, Isolation, Limits, LogLine, Program, Request, Response,
+};
 use crate::bindings::{self, HostState};
-use crate::image::{ProgramImage, ENTRY};
+use crate::image::{ENTRY, ProgramImage};
 use crate::meter::{Budget, Meter};
 use crate::modules::{ImageModules, SPLICE};
 
@@ -58,7 +60,11 @@ pub(crate) struct RuntimeKey {
 
 impl RuntimeKey {
     pub(crate) fn of(program: &Program) -> Self {
-        Self { version: program.version, limits: program.limits, isolation: program.isolation }
+        Self {
+            version: program.version,
+            limits: program.limits,
+            isolation: program.isolation,
+        }
     }
 }
 
@@ -89,8 +95,16 @@ impl From<rquickjs::Error> for Fault {
 
 /// A [`Fault`] read out of the context, free of JavaScript lifetimes.
 enum Failure {
-    Thrown { name: Option<String>, message: String, stack: Option<String>, nullish: bool },
-    Engine { message: String, allocation: bool },
+    Thrown {
+        name: Option<String>,
+        message: String,
+        stack: Option<String>,
+        nullish: bool,
+    },
+    Engine {
+        message: String,
+        allocation: bool,
+    },
     Invalid(String),
 }
 
@@ -135,6 +149,11 @@ impl Isolate {
         self.key
     }
 
+    /// A handle for collecting this runtime's garbage later (see [`collect_garbage`]).
+    pub(crate) fn runtime_handle(&self) -> Runtime {
+        self.runtime.clone()
+    }
+
     /// Runs one request through the program, within the program's limits.
     pub(crate) async fn invoke(&mut self, request: &Request) -> Outcome {
         let limits = self.key.limits;
@@ -166,17 +185,31 @@ impl Isolate {
             // Drop the context now: its values must go before the runtime does.
             self.warm = None;
         }
-        let invocation = Invocation { result, logs, duration: started.elapsed() };
-        Outcome { invocation, healthy }
+        let invocation = Invocation {
+            result,
+            logs,
+            duration: started.elapsed(),
+        };
+        Outcome {
+            invocation,
+            healthy,
+        }
     }
 
-    async fn run(&mut self, request: &Request, budget: &mut Budget) -> Result<Response, InvokeError> {
+    async fn run(
+        &mut self,
+        request: &Request,
+        budget: &mut Budget,
+    ) -> Result<Response, InvokeError> {
         match self.key.isolation {
             Isolation::Warm => {
                 if self.warm.is_none() {
                     self.warm = Some(self.load(budget).await?);
                 }
-                let scope = self.warm.as_ref().ok_or_else(|| internal("warm context missing"))?;
+                let scope = self
+                    .warm
+                    .as_ref()
+                    .ok_or_else(|| internal("warm context missing"))?;
                 self.dispatch(scope, request, budget).await
             }
             Isolation::Invocation => {
@@ -195,13 +228,16 @@ impl Isolate {
         let loaded = self.load_program(budget).await;
         let failure = self.load_failure.borrow_mut().take();
         match (loaded, failure) {
-            (Err(InvokeError::Exception { .. }), Some(problem)) => Err(InvokeError::InvalidProgram(problem)),
+            (Err(InvokeError::Exception { .. }), Some(problem)) => {
+                Err(InvokeError::InvalidProgram(problem))
+            }
             (loaded, _) => loaded,
         }
     }
 
     async fn load_program(&self, budget: &mut Budget) -> Result<Scope, InvokeError> {
-        let context = Context::custom::<Intrinsics>(&self.runtime).map_err(|e| self.engine_failure(&e))?;
+        let context =
+            Context::custom::<Intrinsics>(&self.runtime).map_err(|e| self.engine_failure(&e))?;
 
         let (table, prelude) = self.step(budget, &context, |ctx| {
             let table = self.state.install(ctx)?;
@@ -220,21 +256,35 @@ impl Isolate {
             let validate: Function<'_> = table.get("validate")?;
             let dispatch: Function<'_> = table.get("dispatch")?;
             let namespace = namespace.restore(ctx)?;
-            let namespace = namespace.as_object().ok_or_else(|| Fault::Invalid("no module namespace".into()))?;
+            let namespace = namespace
+                .as_object()
+                .ok_or_else(|| Fault::Invalid("no module namespace".into()))?;
 
             let instance: Value<'_> = namespace.get("default")?;
             let problem: Option<String> = validate.call((instance.clone(),))?;
             if let Some(problem) = problem {
                 return Err(Fault::Invalid(problem));
             }
-            Ok((Persistent::save(ctx, dispatch), Persistent::save(ctx, instance)))
+            Ok((
+                Persistent::save(ctx, dispatch),
+                Persistent::save(ctx, instance),
+            ))
         })?;
 
-        Ok(Scope { dispatch, instance, context })
+        Ok(Scope {
+            dispatch,
+            instance,
+            context,
+        })
     }
 
     /// Calls the prelude's dispatcher and converts what it resolves to.
-    async fn dispatch(&self, scope: &Scope, request: &Request, budget: &mut Budget) -> Result<Response, InvokeError> {
+    async fn dispatch(
+        &self,
+        scope: &Scope,
+        request: &Request,
+        budget: &mut Budget,
+    ) -> Result<Response, InvokeError> {
         let promise = self.step(budget, &scope.context, |ctx| {
             let dispatch = scope.dispatch.clone().restore(ctx)?;
             let instance = scope.instance.clone().restore(ctx)?;
@@ -244,7 +294,9 @@ impl Isolate {
         })?;
 
         let value = self.drive(&scope.context, promise, budget).await?;
-        self.step(budget, &scope.context, |ctx| response_from_js(&value.restore(ctx)?))
+        self.step(budget, &scope.context, |ctx| {
+            response_from_js(&value.restore(ctx)?)
+        })
     }
 
     /// Runs jobs and host operations until `promise` settles.
@@ -262,11 +314,14 @@ impl Isolate {
                 match promise.state() {
                     PromiseState::Pending => Ok(None),
                     PromiseState::Resolved => {
-                        let value: Value<'_> = promise.result().unwrap_or(Err(rquickjs::Error::Unknown))?;
+                        let value: Value<'_> =
+                            promise.result().unwrap_or(Err(rquickjs::Error::Unknown))?;
                         Ok(Some(Persistent::save(ctx, value)))
                     }
                     PromiseState::Rejected => {
-                        let thrown = promise.result::<Value<'_>>().unwrap_or(Err(rquickjs::Error::Unknown));
+                        let thrown = promise
+                            .result::<Value<'_>>()
+                            .unwrap_or(Err(rquickjs::Error::Unknown));
                         Err(thrown.err().unwrap_or(rquickjs::Error::Unknown).into())
                     }
                 }
@@ -277,19 +332,30 @@ impl Isolate {
 
             let Some((id, outcome)) = self.state.next_outcome().await else {
                 let message = NEVER_SETTLES.to_owned();
-                return Err(InvokeError::Exception { message, stack: None });
+                return Err(InvokeError::Exception {
+                    message,
+                    stack: None,
+                });
             };
-            self.step(budget, context, |ctx| Ok(self.state.settle(ctx, id, outcome)?))?;
+            self.step(budget, context, |ctx| {
+                Ok(self.state.settle(ctx, id, outcome)?)
+            })?;
         }
     }
 
     /// Runs pending promise jobs until none is left.
     fn run_jobs(&self, budget: &mut Budget) -> Result<(), InvokeError> {
-        let result = self.meter.run(budget, || loop {
-            match self.runtime.execute_pending_job() {
-                Ok(true) if self.meter.tripped().is_none() => {}
-                Ok(_) => return Ok(()),
-                Err(job) => return Err(job.0.with(|ctx| describe(&ctx, Fault::Js(rquickjs::Error::Exception)))),
+        let result = self.meter.run(budget, || {
+            loop {
+                match self.runtime.execute_pending_job() {
+                    Ok(true) if self.meter.tripped().is_none() => {}
+                    Ok(_) => return Ok(()),
+                    Err(job) => {
+                        return Err(job
+                            .0
+                            .with(|ctx| describe(&ctx, Fault::Js(rquickjs::Error::Exception))));
+                    }
+                }
             }
         });
         self.check(result)
@@ -302,7 +368,9 @@ impl Isolate {
         context: &Context,
         f: impl for<'js> FnOnce(&Ctx<'js>) -> Result<R, Fault>,
     ) -> Result<R, InvokeError> {
-        let result = self.meter.run(budget, || context.with(|ctx| f(&ctx).map_err(|fault| describe(&ctx, fault))));
+        let result = self.meter.run(budget, || {
+            context.with(|ctx| f(&ctx).map_err(|fault| describe(&ctx, fault)))
+        });
         self.check(result)
     }
 
@@ -319,32 +387,52 @@ impl Isolate {
 
         match failure {
             Failure::Invalid(problem) => InvokeError::InvalidProgram(problem),
-            Failure::Engine { allocation: true, .. } => InvokeError::MemoryLimit(limits.memory_bytes),
+            Failure::Engine {
+                allocation: true, ..
+            } => InvokeError::MemoryLimit(limits.memory_bytes),
             Failure::Engine { message, .. } => InvokeError::Internal(message),
-            Failure::Thrown { name, message, stack, nullish } => {
-                match (name.as_deref(), message.as_str()) {
-                    (Some("InternalError"), "out of memory") => InvokeError::MemoryLimit(limits.memory_bytes),
-                    (Some("InternalError"), "interrupted") => InvokeError::CpuLimit(limits.cpu_ms),
-                    (Some("RangeError"), m) if m.contains("Maximum call stack size exceeded") => {
-                        InvokeError::StackOverflow
-                    }
-                    (_, _) if nullish && self.under_memory_pressure() => InvokeError::MemoryLimit(limits.memory_bytes),
-                    (Some(name), message) => InvokeError::Exception { message: format!("{name}: {message}"), stack },
-                    (None, _) => InvokeError::Exception { message, stack },
+            Failure::Thrown {
+                name,
+                message,
+                stack,
+                nullish,
+            } => match (name.as_deref(), message.as_str()) {
+                (Some("InternalError"), "out of memory") => {
+                    InvokeError::MemoryLimit(limits.memory_bytes)
                 }
-            }
+                (Some("InternalError"), "interrupted") => InvokeError::CpuLimit(limits.cpu_ms),
+                (Some("RangeError"), m) if m.contains("Maximum call stack size exceeded") => {
+                    InvokeError::StackOverflow
+                }
+                (_, _) if nullish && self.under_memory_pressure() => {
+                    InvokeError::MemoryLimit(limits.memory_bytes)
+                }
+                (Some(name), message) => InvokeError::Exception {
+                    message: format!("{name}: {message}"),
+                    stack,
+                },
+                (None, _) => InvokeError::Exception { message, stack },
+            },
         }
     }
 
     fn engine_failure(&self, error: &rquickjs::Error) -> InvokeError {
         let allocation = matches!(error, rquickjs::Error::Allocation);
-        self.classify(Failure::Engine { message: error.to_string(), allocation })
+        self.classify(Failure::Engine {
+            message: error.to_string(),
+            allocation,
+        })
     }
 
     fn under_memory_pressure(&self) -> bool {
         let usage = self.runtime.memory_usage();
         let used = usize::try_from(usage.malloc_size).unwrap_or(usize::MAX);
-        used.saturating_mul(100) >= self.key.limits.memory_bytes.saturating_mul(MEMORY_PRESSURE_PERCENT)
+        used.saturating_mul(100)
+            >= self
+                .key
+                .limits
+                .memory_bytes
+                .saturating_mul(MEMORY_PRESSURE_PERCENT)
     }
 }
 
@@ -364,7 +452,10 @@ fn describe(ctx: &Ctx<'_>, fault: Fault) -> Failure {
     };
     if !error.is_exception() {
         let allocation = matches!(error, rquickjs::Error::Allocation);
-        return Failure::Engine { message: error.to_string(), allocation };
+        return Failure::Engine {
+            message: error.to_string(),
+            allocation,
+        };
     }
 
     let thrown = ctx.catch();
@@ -373,8 +464,20 @@ fn describe(ctx: &Ctx<'_>, fault: Fault) -> Failure {
         let message = thrown
             .as_string()
             .and_then(|s| s.to_string().ok())
-            .unwrap_or_else(|| if thrown.is_null() { "null" } else { "undefined" }.to_owned());
-        return Failure::Thrown { name: None, message, stack: None, nullish };
+            .unwrap_or_else(|| {
+                if thrown.is_null() {
+                    "null"
+                } else {
+                    "undefined"
+                }
+                .to_owned()
+            });
+        return Failure::Thrown {
+            name: None,
+            message,
+            stack: None,
+            nullish,
+        };
     };
 
     let name: Option<String> = object.get("name").ok().flatten();
@@ -389,8 +492,15 @@ fn describe(ctx: &Ctx<'_>, fault: Fault) -> Failure {
             .and_then(|s| s.to_string().ok())
             .unwrap_or_else(|| "[object]".to_owned()),
     };
-    let stack = stack.map(|s| s.trim_end().to_owned()).filter(|s| !s.is_empty());
-    Failure::Thrown { name: name.filter(|_| thrown.is_error()), message, stack, nullish }
+    let stack = stack
+        .map(|s| s.trim_end().to_owned())
+        .filter(|s| !s.is_empty());
+    Failure::Thrown {
+        name: name.filter(|_| thrown.is_error()),
+        message,
+        stack,
+        nullish,
+    }
 }
 
 fn request_to_js<'js>(ctx: &Ctx<'js>, request: &Request) -> rquickjs::Result<Object<'js>> {
@@ -405,7 +515,9 @@ fn request_to_js<'js>(ctx: &Ctx<'js>, request: &Request) -> rquickjs::Result<Obj
 
 /// Reads the dispatcher's `{ status, headers: [[name, value]], body }`.
 fn response_from_js(value: &Value<'_>) -> Result<Response, Fault> {
-    let object = value.as_object().ok_or_else(|| internal_fault("dispatcher returned no object"))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| internal_fault("dispatcher returned no object"))?;
 
     let status: f64 = object.get("status")?;
     if status.fract() != 0.0 || !(100.0..=599.0).contains(&status) {
@@ -422,7 +534,9 @@ fn response_from_js(value: &Value<'_>) -> Result<Response, Fault> {
     Ok(Response {
         status: status as u16,
         headers,
-        body: bindings::body_bytes(&body).map(Bytes::from).unwrap_or_default(),
+        body: bindings::body_bytes(&body)
+            .map(Bytes::from)
+            .unwrap_or_default(),
     })
 }
 
@@ -431,5 +545,16 @@ fn internal(message: &str) -> InvokeError {
 }
 
 fn internal_fault(message: &str) -> Fault {
-    Fault::Js(rquickjs::Error::new_from_js_message("value", "response", message.to_owned()))
+    Fault::Js(rquickjs::Error::new_from_js_message(
+        "value",
+        "response",
+        message.to_owned(),
+    ))
+}
+
+/// Frees what finished fresh contexts left behind. Their objects form cycles that only the
+/// collector frees; collecting right away keeps one invocation's garbage from counting
+/// against the next one's memory limit. Called after the reply, so it costs no latency.
+pub(crate) fn collect_garbage(runtime: &Runtime) {
+    runtime.run_gc();
 }

@@ -104,7 +104,11 @@ mod tests {
     use super::*;
 
     fn limits(cpu_ms: u64, wall_ms: u64) -> Limits {
-        Limits { memory_bytes: 1 << 20, cpu_ms, wall_ms }
+        Limits {
+            memory_bytes: 1 << 20,
+            cpu_ms,
+            wall_ms,
+        }
     }
 
     #[test]
@@ -132,9 +136,13 @@ mod tests {
         let meter = Meter::default();
         let mut budget = Budget::new(&limits(20, 10_000));
 
-        meter.run(&mut budget, || std::thread::sleep(Duration::from_millis(12)));
+        meter.run(&mut budget, || {
+            std::thread::sleep(Duration::from_millis(12))
+        });
         assert_eq!(meter.tripped(), None);
-        meter.run(&mut budget, || std::thread::sleep(Duration::from_millis(12)));
+        meter.run(&mut budget, || {
+            std::thread::sleep(Duration::from_millis(12))
+        });
 
         assert_eq!(meter.tripped(), Some(Limit::Cpu));
     }

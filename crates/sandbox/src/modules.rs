@@ -48,7 +48,9 @@ pub(crate) fn resolve_specifier(
     if exists(&with_ext) {
         return Ok(with_ext);
     }
-    Err(format!("module '{name}' imported from '{base}' does not exist"))
+    Err(format!(
+        "module '{name}' imported from '{base}' does not exist"
+    ))
 }
 
 /// Joins a relative specifier to the directory of `base`, normalising `.` and `..`.
@@ -83,8 +85,14 @@ struct CompileState {
 
 impl CompileModules {
     pub(crate) fn new(files: &Files) -> Self {
-        let state = CompileState { files: files.clone(), compiled: BTreeMap::new(), error: None };
-        Self { inner: Rc::new(RefCell::new(state)) }
+        let state = CompileState {
+            files: files.clone(),
+            compiled: BTreeMap::new(),
+            error: None,
+        };
+        Self {
+            inner: Rc::new(RefCell::new(state)),
+        }
     }
 
     pub(crate) fn is_compiled(&self, name: &str) -> bool {
@@ -92,7 +100,12 @@ impl CompileModules {
     }
 
     /// Parses one module (and, through the loader, what it imports) and records its bytecode.
-    pub(crate) fn compile<'js>(&self, ctx: &Ctx<'js>, name: &str, source: &str) -> Result<(), Error> {
+    pub(crate) fn compile<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        source: &str,
+    ) -> Result<(), Error> {
         let module = match Module::declare(ctx.clone(), name, source) {
             Ok(module) => module,
             Err(error) => {
@@ -101,9 +114,15 @@ impl CompileModules {
             }
         };
 
-        let options = WriteOptions { strip_source: true, ..WriteOptions::default() };
+        let options = WriteOptions {
+            strip_source: true,
+            ..WriteOptions::default()
+        };
         let bytecode = module.write(options)?;
-        self.inner.borrow_mut().compiled.insert(name.to_owned(), bytecode);
+        self.inner
+            .borrow_mut()
+            .compiled
+            .insert(name.to_owned(), bytecode);
         Ok(())
     }
 
@@ -147,7 +166,12 @@ impl Resolver for CompileModules {
             let source = self.source_of(base).unwrap_or_default();
             let (line, column) = find_specifier(&source, name);
             let file = base.to_owned();
-            let error = CompileError { file, line, column, message: message.clone() };
+            let error = CompileError {
+                file,
+                line,
+                column,
+                message: message.clone(),
+            };
             self.record_error(|| error);
             Error::new_resolving_message(base, name, message)
         })
@@ -165,12 +189,20 @@ impl Loader for CompileModules {
             return Module::declare(ctx.clone(), SPLICE, prelude::SOURCE);
         }
 
-        let source = self.source_of(name).ok_or_else(|| Error::new_loading(name))?;
+        let source = self
+            .source_of(name)
+            .ok_or_else(|| Error::new_loading(name))?;
         match Module::declare(ctx.clone(), name, source.as_str()) {
             Ok(module) => {
-                let options = WriteOptions { strip_source: true, ..WriteOptions::default() };
+                let options = WriteOptions {
+                    strip_source: true,
+                    ..WriteOptions::default()
+                };
                 let bytecode = module.write(options)?;
-                self.inner.borrow_mut().compiled.insert(name.to_owned(), bytecode);
+                self.inner
+                    .borrow_mut()
+                    .compiled
+                    .insert(name.to_owned(), bytecode);
                 Ok(module)
             }
             Err(error) => {
@@ -241,7 +273,10 @@ fn find_specifier(source: &str, specifier: &str) -> (u32, u32) {
     let before = &source[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (u32::try_from(line).unwrap_or(u32::MAX), u32::try_from(column).unwrap_or(u32::MAX))
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
 }
 
 /// Run-time resolution and loading from a verified program image.
@@ -300,8 +335,14 @@ impl Loader for ImageModules {
 }
 
 /// Reads module bytecode back into a context.
-#[expect(unsafe_code, reason = "Module::load trusts its input to be well-formed bytecode")]
-fn load_bytecode<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> rquickjs::Result<Module<'js, Declared>> {
+#[expect(
+    unsafe_code,
+    reason = "Module::load trusts its input to be well-formed bytecode"
+)]
+pub(crate) fn load_bytecode<'js>(
+    ctx: &Ctx<'js>,
+    bytecode: &[u8],
+) -> rquickjs::Result<Module<'js, Declared>> {
     // SAFETY: the bytes come either from the prelude this process compiled itself or from a
     // program image written by `compile` with this engine version; `ProgramImage::parse`
     // checked the image's engine tag and checksum before any module is read. The bytes are
@@ -321,12 +362,30 @@ mod tests {
     fn resolves_relative_specifiers() {
         let files = exists(&["integration.js", "util.js", "lib/a.js", "lib/b.js"]);
 
-        assert_eq!(resolve_specifier("integration.js", "./util.js", &files), Ok("util.js".into()));
-        assert_eq!(resolve_specifier("integration.js", "./lib/a", &files), Ok("lib/a.js".into()));
-        assert_eq!(resolve_specifier("lib/a.js", "./b.js", &files), Ok("lib/b.js".into()));
-        assert_eq!(resolve_specifier("lib/a.js", "../util.js", &files), Ok("util.js".into()));
-        assert_eq!(resolve_specifier("lib/a.js", "splice", &files), Ok("splice".into()));
-        assert_eq!(resolve_specifier("", "integration.js", &files), Ok("integration.js".into()));
+        assert_eq!(
+            resolve_specifier("integration.js", "./util.js", &files),
+            Ok("util.js".into())
+        );
+        assert_eq!(
+            resolve_specifier("integration.js", "./lib/a", &files),
+            Ok("lib/a.js".into())
+        );
+        assert_eq!(
+            resolve_specifier("lib/a.js", "./b.js", &files),
+            Ok("lib/b.js".into())
+        );
+        assert_eq!(
+            resolve_specifier("lib/a.js", "../util.js", &files),
+            Ok("util.js".into())
+        );
+        assert_eq!(
+            resolve_specifier("lib/a.js", "splice", &files),
+            Ok("splice".into())
+        );
+        assert_eq!(
+            resolve_specifier("", "integration.js", &files),
+            Ok("integration.js".into())
+        );
     }
 
     #[test]

@@ -3,14 +3,15 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use splice_sandbox::{IdentityScope, InvokeError, Isolation, LogLevel};
 use support::*;
 
-const COUNTER: &str = "let calls = 0;\nrouter.get('/count', (ctx) => { calls += 1; ctx.body = { calls }; });";
+const COUNTER: &str =
+    "let calls = 0;\nrouter.get('/count', (ctx) => { calls += 1; ctx.body = { calls }; });";
 
 // ---------------------------------------------------------------------------------------------
 // Routing and the request/response context
@@ -31,7 +32,10 @@ async fn route_params_and_query_reach_the_handler() {
     let response = ok(engine.invoke(&program, request).await);
 
     assert_eq!(response.status, 200);
-    assert_eq!(header_of(&response, "content-type"), Some("application/json"));
+    assert_eq!(
+        header_of(&response, "content-type"),
+        Some("application/json")
+    );
     assert_eq!(
         json(&response),
         serde_json::json!({
@@ -56,16 +60,27 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
     let missing = ok(engine.invoke(&program, get("/nothing/here")).await);
     assert_eq!(missing.status, 404);
     assert_eq!(json(&missing)["error"]["code"], "route_not_found");
-    assert_eq!(header_of(&missing, "content-type"), Some("application/json"));
+    assert_eq!(
+        header_of(&missing, "content-type"),
+        Some("application/json")
+    );
 
-    let wrong = ok(engine.invoke(&program, request("POST", "/items/7", "", &[], "")).await);
+    let wrong = ok(engine
+        .invoke(&program, request("POST", "/items/7", "", &[], ""))
+        .await);
     assert_eq!(wrong.status, 405);
     assert_eq!(json(&wrong)["error"]["code"], "method_not_allowed");
     assert_eq!(header_of(&wrong, "allow"), Some("GET, DELETE"));
 
     let text_route = ok(engine.invoke(&program, get("/items/7/")).await);
-    assert_eq!((text_route.status, text(&text_route).as_str()), (200, "item"));
-    assert_eq!(header_of(&text_route, "content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        (text_route.status, text(&text_route).as_str()),
+        (200, "item")
+    );
+    assert_eq!(
+        header_of(&text_route, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,34 +98,56 @@ async fn json_body_in_and_out_with_status_and_headers() {
          router.post('/teapot', (ctx) => ctx.throw(418, 'short and stout', 'teapot'));",
     );
     let program = program("json", 1, &source);
-    let headers = [("content-type", "application/json; charset=utf-8"), ("x-request-id", "r-1")];
+    let headers = [
+        ("content-type", "application/json; charset=utf-8"),
+        ("x-request-id", "r-1"),
+    ];
 
     let body = r#"{"numbers":[1,2,3.5]}"#;
-    let response = ok(engine.invoke(&program, request("POST", "/sum", "", &headers, body)).await);
+    let response = ok(engine
+        .invoke(&program, request("POST", "/sum", "", &headers, body))
+        .await);
     assert_eq!(response.status, 201);
     assert_eq!(header_of(&response, "x-request-id"), Some("r-1"));
-    assert_eq!(json(&response), serde_json::json!({ "sum": 6.5, "raw": body.len() }));
+    assert_eq!(
+        json(&response),
+        serde_json::json!({ "sum": 6.5, "raw": body.len() })
+    );
 
-    let empty = ok(engine.invoke(&program, request("PUT", "/nothing", "", &[], "")).await);
+    let empty = ok(engine
+        .invoke(&program, request("PUT", "/nothing", "", &[], ""))
+        .await);
     assert_eq!((empty.status, empty.body.len()), (204, 0));
 
-    let bad = ok(engine.invoke(&program, request("POST", "/sum", "", &headers, "{nope")).await);
+    let bad = ok(engine
+        .invoke(&program, request("POST", "/sum", "", &headers, "{nope"))
+        .await);
     assert_eq!(bad.status, 400);
     assert_eq!(json(&bad)["error"]["code"], "invalid_json");
 
-    let teapot = ok(engine.invoke(&program, request("POST", "/teapot", "", &[], "")).await);
+    let teapot = ok(engine
+        .invoke(&program, request("POST", "/teapot", "", &[], ""))
+        .await);
     assert_eq!(teapot.status, 418);
-    assert_eq!(json(&teapot), serde_json::json!({ "error": { "code": "teapot", "message": "short and stout" } }));
+    assert_eq!(
+        json(&teapot),
+        serde_json::json!({ "error": { "code": "teapot", "message": "short and stout" } })
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modules_import_each_other() {
     let host = Arc::new(FakeHost::default());
     let engine = engine(&host);
-    let entry = routes("import { greet } from './lib/greet.js';\nrouter.get('/', (ctx) => { ctx.body = greet('ada'); });");
+    let entry = routes(
+        "import { greet } from './lib/greet.js';\nrouter.get('/', (ctx) => { ctx.body = greet('ada'); });",
+    );
     let files = [
         ("integration.js", entry.as_str()),
-        ("lib/greet.js", "import { upper } from '../util';\nexport const greet = (n) => `hello ${upper(n)}`;"),
+        (
+            "lib/greet.js",
+            "import { upper } from '../util';\nexport const greet = (n) => `hello ${upper(n)}`;",
+        ),
         ("util.js", "export const upper = (s) => s.toUpperCase();"),
     ];
     let program = program_files("imports", 1, &files);
@@ -129,7 +166,9 @@ async fn a_module_without_an_integration_is_invalid() {
     let result = engine.invoke(&program, get("/")).await.result;
 
     match result {
-        Err(InvokeError::InvalidProgram(message)) => assert!(message.contains("Integration"), "{message}"),
+        Err(InvokeError::InvalidProgram(message)) => {
+            assert!(message.contains("Integration"), "{message}")
+        }
         other => panic!("expected InvalidProgram, got {other:?}"),
     }
 }
@@ -172,7 +211,13 @@ async fn a_new_version_gets_a_new_runtime() {
     let host = Arc::new(FakeHost::default());
     let engine = engine(&host);
     let v1 = program("versions", 1, &routes(COUNTER));
-    let v2 = program("versions", 2, &routes(&format!("{COUNTER}\nrouter.get('/v', (ctx) => {{ ctx.body = 'v2'; }});")));
+    let v2 = program(
+        "versions",
+        2,
+        &routes(&format!(
+            "{COUNTER}\nrouter.get('/v', (ctx) => {{ ctx.body = 'v2'; }});"
+        )),
+    );
 
     ok(engine.invoke(&v1, get("/count")).await);
     ok(engine.invoke(&v1, get("/count")).await);
@@ -181,7 +226,11 @@ async fn a_new_version_gets_a_new_runtime() {
 
     assert_eq!(after_deploy["calls"], 1);
     assert_eq!(version, "v2");
-    assert_eq!(engine.resident_runtimes_of("versions"), 1, "the v1 runtime was dropped");
+    assert_eq!(
+        engine.resident_runtimes_of("versions"),
+        1,
+        "the v1 runtime was dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +259,10 @@ async fn idle_runtimes_are_dropped_after_the_timeout() {
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     assert_eq!(engine.resident_runtimes(), 0);
-    assert_eq!(json(&ok(engine.invoke(&program, get("/count")).await))["calls"], 1);
+    assert_eq!(
+        json(&ok(engine.invoke(&program, get("/count")).await))["calls"],
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +281,9 @@ async fn two_integrations_never_share_a_runtime() {
     }
     let marked = request("GET", "/mark", "me=alpha", &[], "");
     ok(engine.invoke(&a, marked).await);
-    let seen_by_b = json(&ok(engine.invoke(&b, request("GET", "/mark", "me=beta", &[], "")).await));
+    let seen_by_b = json(&ok(engine
+        .invoke(&b, request("GET", "/mark", "me=beta", &[], ""))
+        .await));
 
     assert_eq!(counts, [1, 1, 2, 2, 3]);
     assert_eq!(seen_by_b["seen"], serde_json::Value::Null);
@@ -242,7 +296,9 @@ async fn two_integrations_never_share_a_runtime() {
 async fn concurrent_calls_run_in_parallel_up_to_the_runtime_cap() {
     let host = Arc::new(FakeHost::default());
     let engine = Arc::new(engine_with(&host, 3, Duration::from_secs(60)));
-    let source = routes("router.get('/slow', async (ctx) => { ctx.body = await (await fetch('https://api.test/slow')).text(); });");
+    let source = routes(
+        "router.get('/slow', async (ctx) => { ctx.body = await (await fetch('https://api.test/slow')).text(); });",
+    );
     let program = Arc::new(program("parallel", 1, &source));
 
     let started = Instant::now();
@@ -272,7 +328,9 @@ async fn concurrent_calls_run_in_parallel_up_to_the_runtime_cap() {
 async fn busy_loop_hits_the_cpu_limit_and_the_next_call_works() {
     let host = Arc::new(FakeHost::default());
     let engine = engine(&host);
-    let source = routes(&format!("{COUNTER}\nrouter.get('/spin', () => {{ while (true) {{}} }});"));
+    let source = routes(&format!(
+        "{COUNTER}\nrouter.get('/spin', () => {{ while (true) {{}} }});"
+    ));
     let program = program("spin", 1, &source);
     ok(engine.invoke(&program, get("/count")).await);
 
@@ -280,7 +338,11 @@ async fn busy_loop_hits_the_cpu_limit_and_the_next_call_works() {
     let spun = engine.invoke(&program, get("/spin")).await;
 
     assert_eq!(spun.result, Err(InvokeError::CpuLimit(200)));
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let after = json(&ok(engine.invoke(&program, get("/count")).await));
     assert_eq!(after["calls"], 1, "the spinning runtime was discarded");
 }
@@ -310,7 +372,10 @@ async fn allocation_bomb_hits_the_memory_limit_and_the_next_call_works() {
     let result = engine.invoke(&program, get("/bomb")).await.result;
 
     assert_eq!(result, Err(InvokeError::MemoryLimit(32 << 20)));
-    assert_eq!(json(&ok(engine.invoke(&program, get("/count")).await))["calls"], 1);
+    assert_eq!(
+        json(&ok(engine.invoke(&program, get("/count")).await))["calls"],
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,7 +390,10 @@ async fn deep_recursion_is_a_stack_overflow_and_the_next_call_works() {
     let result = engine.invoke(&program, get("/deep")).await.result;
 
     assert_eq!(result, Err(InvokeError::StackOverflow));
-    assert_eq!(json(&ok(engine.invoke(&program, get("/count")).await))["calls"], 1);
+    assert_eq!(
+        json(&ok(engine.invoke(&program, get("/count")).await))["calls"],
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,22 +411,34 @@ async fn a_host_call_that_never_answers_hits_the_wall_limit() {
     let elapsed = started.elapsed();
 
     assert_eq!(hung.result, Err(InvokeError::WallLimit(300)));
-    assert!(elapsed >= Duration::from_millis(290) && elapsed < Duration::from_millis(1000), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(290) && elapsed < Duration::from_millis(1000),
+        "{elapsed:?}"
+    );
     assert_eq!(hung.logs.len(), 1, "logs before the timeout are kept");
-    assert_eq!(json(&ok(engine.invoke(&program, get("/count")).await))["calls"], 1);
+    assert_eq!(
+        json(&ok(engine.invoke(&program, get("/count")).await))["calls"],
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_on_nothing_fails_fast() {
     let host = Arc::new(FakeHost::default());
     let engine = engine(&host);
-    let program = program("stuck", 1, &routes("router.get('/', () => new Promise(() => {}));"));
+    let program = program(
+        "stuck",
+        1,
+        &routes("router.get('/', () => new Promise(() => {}));"),
+    );
 
     let started = Instant::now();
     let result = engine.invoke(&program, get("/")).await.result;
 
     match result {
-        Err(InvokeError::Exception { message, .. }) => assert!(message.contains("never settle"), "{message}"),
+        Err(InvokeError::Exception { message, .. }) => {
+            assert!(message.contains("never settle"), "{message}")
+        }
         other => panic!("expected an exception, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_millis(500));
@@ -405,14 +485,21 @@ async fn console_lines_are_captured_in_order_with_levels() {
     let program = program("console", 1, &source);
 
     let invocation = engine.invoke(&program, get("/")).await;
-    let lines: Vec<_> = invocation.logs.iter().map(|l| (l.level, l.message.as_str())).collect();
+    let lines: Vec<_> = invocation
+        .logs
+        .iter()
+        .map(|l| (l.level, l.message.as_str()))
+        .collect();
 
-    assert_eq!(&lines[..4], [
-        (LogLevel::Info, "plain 1 true null undefined"),
-        (LogLevel::Info, r#"{"a":[1,{"b":"c"}]}"#),
-        (LogLevel::Warn, "careful x of 3"),
-        (LogLevel::Info, r#"{"name":"loop","self":"[Circular]"}"#),
-    ]);
+    assert_eq!(
+        &lines[..4],
+        [
+            (LogLevel::Info, "plain 1 true null undefined"),
+            (LogLevel::Info, r#"{"a":[1,{"b":"c"}]}"#),
+            (LogLevel::Warn, "careful x of 3"),
+            (LogLevel::Info, r#"{"name":"loop","self":"[Circular]"}"#),
+        ]
+    );
     let (level, error) = lines[4];
     assert_eq!(level, LogLevel::Error);
     assert!(error.starts_with("Error: bad thing\n    at "), "{error}");
@@ -423,7 +510,9 @@ async fn console_lines_are_captured_in_order_with_levels() {
 async fn a_logging_loop_is_capped() {
     let host = Arc::new(FakeHost::default());
     let engine = engine(&host);
-    let source = routes("router.get('/', (ctx) => { for (let i = 0; i < 100000; i++) console.log('line', i); ctx.body = 'done'; });");
+    let source = routes(
+        "router.get('/', (ctx) => { for (let i = 0; i < 100000; i++) console.log('line', i); ctx.body = 'done'; });",
+    );
     let mut program = program("chatty", 1, &source);
     program.limits.cpu_ms = 5_000;
 
@@ -480,11 +569,20 @@ async fn fetch_sends_requests_and_reads_responses() {
     assert_eq!(body["echoed"]["method"], "POST");
     assert_eq!(body["echoed"]["body"], r#"{"hello":"world"}"#);
     let sent = &host.fetches()[0];
-    assert!(sent.headers.contains(&("x-token".to_owned(), "abc".to_owned())));
-    assert!(sent.headers.contains(&("content-type".to_owned(), "application/json".to_owned())));
+    assert!(
+        sent.headers
+            .contains(&("x-token".to_owned(), "abc".to_owned()))
+    );
+    assert!(
+        sent.headers
+            .contains(&("content-type".to_owned(), "application/json".to_owned()))
+    );
 
     let failed = json(&ok(engine.invoke(&program, get("/fail")).await));
-    assert_eq!(failed, serde_json::json!({ "code": "network_error", "message": "connection refused", "isError": true }));
+    assert_eq!(
+        failed,
+        serde_json::json!({ "code": "network_error", "message": "connection refused", "isError": true })
+    );
 
     let uncaught = engine.invoke(&program, get("/uncaught")).await.result;
     assert!(
@@ -512,21 +610,42 @@ async fn connector_fetch_refreshes_the_token_once_after_a_401() {
 
     let body = json(&ok(engine.invoke(&program, get("/tenants/acme/me")).await));
 
-    assert_eq!(body, serde_json::json!({ "status": 200, "text": "secret", "token": "stale-token" }));
+    assert_eq!(
+        body,
+        serde_json::json!({ "status": 200, "text": "secret", "token": "stale-token" })
+    );
     let tokens = host.tokens();
     let forced: Vec<_> = tokens.iter().map(|t| t.force_refresh).collect();
     assert_eq!(forced, [false, true, false]);
-    assert!(tokens.iter().all(|t| t.integration == "connectors" && t.connector == "github"));
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.integration == "connectors" && t.connector == "github")
+    );
     assert_eq!(tokens[0].scope, IdentityScope::Tenant("acme".to_owned()));
     let auth: Vec<_> = host
         .fetches()
         .iter()
-        .map(|f| f.headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.clone()))
+        .map(|f| {
+            f.headers
+                .iter()
+                .find(|(n, _)| n == "authorization")
+                .map(|(_, v)| v.clone())
+        })
         .collect();
-    assert_eq!(auth, [Some("Bearer stale-token".to_owned()), Some("Bearer fresh-token".to_owned())]);
+    assert_eq!(
+        auth,
+        [
+            Some("Bearer stale-token".to_owned()),
+            Some("Bearer fresh-token".to_owned())
+        ]
+    );
 
     let echoed = json(&ok(engine.invoke(&program, get("/installs/inst-9")).await));
-    assert_eq!(host.tokens()[3].scope, IdentityScope::Install("inst-9".to_owned()));
+    assert_eq!(
+        host.tokens()[3].scope,
+        IdentityScope::Install("inst-9".to_owned())
+    );
     assert_eq!(host.fetches().len(), 3, "no retry without a 401");
     assert!(echoed["headers"].to_string().contains("Bearer stale-token"));
 }
@@ -602,31 +721,75 @@ async fn hostile_code_ends_in_a_clear_error_and_the_runtime_recovers() {
     let engine = engine(&host);
     let memory = InvokeError::MemoryLimit(32 << 20);
     let cases: [(&str, &str, InvokeError); 9] = [
-        ("repeat", "ctx.body = 'x'.repeat(1e9).length;", memory.clone()),
-        ("buffer", "ctx.body = new ArrayBuffer(1e9).byteLength;", memory.clone()),
-        ("regex", "ctx.body = /^(a+)+$/.test('a'.repeat(40) + 'b');", InvokeError::CpuLimit(200)),
-        ("parse", "JSON.parse('['.repeat(200000) + ']'.repeat(200000));", InvokeError::StackOverflow),
         (
-            "stringify",
-            "let o = {}; let c = o; for (let i = 0; i < 200000; i++) { c.n = {}; c = c.n; } JSON.stringify(o);",
+            "repeat",
+            "ctx.body = 'x'.repeat(1e9).length;",
+            memory.clone(),
+        ),
+        (
+            "buffer",
+            "ctx.body = new ArrayBuffer(1e9).byteLength;",
+            memory.clone(),
+        ),
+        (
+            "regex",
+            "ctx.body = /^(a+)+$/.test('a'.repeat(40) + 'b');",
+            InvokeError::CpuLimit(200),
+        ),
+        (
+            "parse",
+            "JSON.parse('['.repeat(200000) + ']'.repeat(200000));",
             InvokeError::StackOverflow,
         ),
-        ("proxy", "const p = new Proxy({}, { get: (t, k, r) => r[k] }); ctx.body = p.x;", InvokeError::StackOverflow),
-        ("async", "const f = async (n) => f(n + 1); await f(0);", InvokeError::StackOverflow),
-        ("sort", "Array.from({ length: 1e6 }, (_, i) => -i).sort((a, b) => { for (;;); });", InvokeError::CpuLimit(200)),
+        (
+            "stringify",
+            "let o = {}; let c = o; for (let i = 0; i < 50000; i++) { c.n = {}; c = c.n; } JSON.stringify(o);",
+            InvokeError::StackOverflow,
+        ),
+        (
+            "proxy",
+            "const p = new Proxy({}, { get: (t, k, r) => r[k] }); ctx.body = p.x;",
+            InvokeError::StackOverflow,
+        ),
+        (
+            "async",
+            "const f = async (n) => f(n + 1); await f(0);",
+            InvokeError::StackOverflow,
+        ),
+        (
+            "sort",
+            "Array.from({ length: 1e6 }, (_, i) => -i).sort((a, b) => { for (;;); });",
+            InvokeError::CpuLimit(200),
+        ),
         ("spin-at-load", "", InvokeError::CpuLimit(200)),
     ];
 
     for (name, body, expected) in cases {
-        let prologue = if name == "spin-at-load" { "while (true) {}" } else { "" };
+        let prologue = if name == "spin-at-load" {
+            "while (true) {}"
+        } else {
+            ""
+        };
         let source = routes(&format!(
             "{prologue}\nrouter.get('/', async (ctx) => {{ {body} }});\nrouter.get('/ok', (ctx) => {{ ctx.body = 'fine'; }});"
         ));
-        let hostile = program(name, 1, &source);
-        let fine = program(name, 2, &routes("router.get('/ok', (ctx) => { ctx.body = 'fine'; });"));
+        let mut hostile = program(name, 1, &source);
+        if !matches!(expected, InvokeError::CpuLimit(_)) {
+            // Setting up the bomb must not run out of CPU first, even in a slow debug build.
+            hostile.limits.cpu_ms = 5_000;
+        }
+        let fine = program(
+            name,
+            2,
+            &routes("router.get('/ok', (ctx) => { ctx.body = 'fine'; });"),
+        );
 
         let result = engine.invoke(&hostile, get("/")).await.result;
-        let next = if name == "spin-at-load" { &fine } else { &hostile };
+        let next = if name == "spin-at-load" {
+            &fine
+        } else {
+            &hostile
+        };
         let after = ok(engine.invoke(next, get("/ok")).await);
 
         assert_eq!(result, Err(expected), "case {name}");
@@ -670,9 +833,16 @@ async fn module_evaluation_errors_surface_at_invocation() {
 
     let no_default = program("no-default", 1, "export const x = 1;");
     let result = engine.invoke(&no_default, get("/")).await.result;
-    assert!(matches!(result, Err(InvokeError::InvalidProgram(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(InvokeError::InvalidProgram(_))),
+        "{result:?}"
+    );
 
-    let bad_name = program("bad-name", 1, "import { Nope } from 'splice';\nexport default 1;");
+    let bad_name = program(
+        "bad-name",
+        1,
+        "import { Nope } from 'splice';\nexport default 1;",
+    );
     let result = engine.invoke(&bad_name, get("/")).await.result;
     assert!(
         matches!(&result, Err(InvokeError::Exception { message, .. }) if message.contains("Nope")),
@@ -693,12 +863,18 @@ async fn top_level_await_and_dynamic_import_work() {
            ctx.body = { url: config.url, value, denied };\n\
          });",
     );
-    let files = [("integration.js", entry.as_str()), ("lazy.js", "export const value = 'lazy';")];
+    let files = [
+        ("integration.js", entry.as_str()),
+        ("lazy.js", "export const value = 'lazy';"),
+    ];
     let program = program_files("tla", 1, &files);
 
     let body = json(&ok(engine.invoke(&program, get("/")).await));
 
-    assert_eq!(body, serde_json::json!({ "url": "https://api.test/config", "value": "lazy", "denied": true }));
+    assert_eq!(
+        body,
+        serde_json::json!({ "url": "https://api.test/config", "value": "lazy", "denied": true })
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -718,20 +894,23 @@ async fn measure_invocation_latency() {
     fresh.isolation = Isolation::Invocation;
 
     for (label, program) in [("warm", &warm), ("fresh context", &fresh)] {
-        for _ in 0..200 {
-            ok(engine.invoke(program, get("/")).await);
+        let mut batches = Vec::new();
+        for _ in 0..12 {
+            let rounds = 250;
+            let started = Instant::now();
+            let mut inside = Duration::ZERO;
+            for _ in 0..rounds {
+                let invocation = engine.invoke(program, get("/")).await;
+                inside += invocation.duration;
+                assert_eq!(text(&ok(invocation)), "ok");
+            }
+            batches.push((started.elapsed() / rounds, inside / rounds));
         }
-        let rounds = 2_000;
-        let started = Instant::now();
-        let mut inside = Duration::ZERO;
-        for _ in 0..rounds {
-            let invocation = engine.invoke(program, get("/")).await;
-            inside += invocation.duration;
-            assert_eq!(text(&ok(invocation)), "ok");
-        }
-        let total = started.elapsed() / rounds;
-        let worker = inside / rounds;
-        println!("{label}: {total:?} per Engine::invoke, {worker:?} of it on the worker");
+        batches.sort();
+        let (best, median) = (batches[0], batches[batches.len() / 2]);
+        println!(
+            "{label}: Engine::invoke best {:?} median {:?}; on the worker best {:?} median {:?}",
+            best.0, median.0, best.1, median.1
+        );
     }
-    println!("program image: {} bytes", warm.bytecode.len());
 }

@@ -22,7 +22,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -30,7 +35,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
@@ -44,7 +53,11 @@ impl ApiError {
     /// A server-side failure: the cause is logged, the caller sees a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -73,9 +86,9 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict(what) => Self::conflict(format!("{what} already exists")),
-            StoreError::VersionMismatch(what) => {
-                Self::conflict(format!("{what} was modified concurrently; read it and retry"))
-            }
+            StoreError::VersionMismatch(what) => Self::conflict(format!(
+                "{what} was modified concurrently; read it and retry"
+            )),
             StoreError::Missing(what) => Self::not_found(what),
             other => Self::internal(other),
         }

@@ -33,7 +33,10 @@ struct Inner {
 }
 
 fn host_error(code: &str, message: impl Into<String>) -> HostError {
-    HostError { code: code.to_owned(), message: message.into() }
+    HostError {
+        code: code.to_owned(),
+        message: message.into(),
+    }
 }
 
 impl SpliceHost {
@@ -44,8 +47,16 @@ impl SpliceHost {
         programs: ProgramCache,
         http: reqwest::Client,
     ) -> Self {
-        let inner = Arc::new(Inner { store, tokens, programs, http });
-        Self { inner, runtime: Handle::current() }
+        let inner = Arc::new(Inner {
+            store,
+            tokens,
+            programs,
+            http,
+        });
+        Self {
+            inner,
+            runtime: Handle::current(),
+        }
     }
 
     fn spawn<T: Send + 'static>(
@@ -54,7 +65,9 @@ impl SpliceHost {
     ) -> BoxFuture<'static, Result<T, HostError>> {
         let handle = self.runtime.spawn(work);
         async move {
-            handle.await.unwrap_or_else(|e| Err(host_error("internal", format!("host task failed: {e}"))))
+            handle
+                .await
+                .unwrap_or_else(|e| Err(host_error("internal", format!("host task failed: {e}"))))
         }
         .boxed()
     }
@@ -75,9 +88,14 @@ impl Host for SpliceHost {
 impl Inner {
     async fn token(&self, request: TokenRequest) -> Result<String, HostError> {
         let identity = self.resolve_identity(&request).await?;
-        let fresh = self.tokens.access_token(&identity, request.force_refresh).await.map_err(|e| {
-            match e {
-                TokenFailure::NotFound => host_error("identity_not_found", "the identity was deleted"),
+        let fresh = self
+            .tokens
+            .access_token(&identity, request.force_refresh)
+            .await
+            .map_err(|e| match e {
+                TokenFailure::NotFound => {
+                    host_error("identity_not_found", "the identity was deleted")
+                }
                 TokenFailure::NeedsReauth(reason) => host_error(
                     "needs_reauth",
                     format!("the identity must be authorized again: {reason}"),
@@ -90,8 +108,7 @@ impl Inner {
                     tracing::error!(error = %err, "token lookup failed");
                     host_error("internal", "token lookup failed")
                 }
-            }
-        })?;
+            })?;
         Ok(fresh.tokens.access_token.expose().to_owned())
     }
 
@@ -109,31 +126,47 @@ impl Inner {
             .await
             .map_err(internal)?
             .ok_or_else(|| host_error("internal", "integration was deleted"))?;
-        let connector = loaded.integration.connectors.get(&request.connector).ok_or_else(|| {
-            host_error(
-                "unknown_connector",
-                format!("this integration has no connector named {:?}", request.connector),
-            )
-        })?;
+        let connector = loaded
+            .integration
+            .connectors
+            .get(&request.connector)
+            .ok_or_else(|| {
+                host_error(
+                    "unknown_connector",
+                    format!(
+                        "this integration has no connector named {:?}",
+                        request.connector
+                    ),
+                )
+            })?;
 
         match &request.scope {
             IdentityScope::Install(install) => {
                 let not_found = || host_error("install_not_found", format!("no install {install}"));
                 let id = InstallId::parse(install).map_err(|_| not_found())?;
                 let install = self.store.get_install(&id).await.map_err(internal)?;
-                let install = install.filter(|i| i.integration == integration_id).ok_or_else(not_found)?;
-                install.identities.get(&request.connector).cloned().ok_or_else(|| {
-                    host_error(
-                        "identity_not_found",
-                        format!("install {id} has no identity for {:?}", request.connector),
-                    )
-                })
+                let install = install
+                    .filter(|i| i.integration == integration_id)
+                    .ok_or_else(not_found)?;
+                install
+                    .identities
+                    .get(&request.connector)
+                    .cloned()
+                    .ok_or_else(|| {
+                        host_error(
+                            "identity_not_found",
+                            format!("install {id} has no identity for {:?}", request.connector),
+                        )
+                    })
             }
             IdentityScope::Tenant(tenant) => {
                 let tenant = TenantId::parse(tenant)
                     .map_err(|e| host_error("invalid_tenant", e.to_string()))?;
-                let identities =
-                    self.store.list_identities(connector, Some(&tenant), &[]).await.map_err(internal)?;
+                let identities = self
+                    .store
+                    .list_identities(connector, Some(&tenant), &[])
+                    .await
+                    .map_err(internal)?;
                 // Newest healthy identity first; a tenant usually has exactly one.
                 let chosen = identities
                     .iter()
@@ -153,10 +186,15 @@ impl Inner {
         let url = url::Url::parse(&request.url)
             .map_err(|e| host_error("invalid_url", format!("{}: {e}", request.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(host_error("invalid_url", "only http and https URLs can be fetched"));
+            return Err(host_error(
+                "invalid_url",
+                "only http and https URLs can be fetched",
+            ));
         }
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| host_error("invalid_method", format!("bad method {:?}", request.method)))?;
+            .map_err(|_| {
+                host_error("invalid_method", format!("bad method {:?}", request.method))
+            })?;
 
         let mut builder = self.http.request(method, url).timeout(FETCH_TIMEOUT);
         for (name, value) in &request.headers {
@@ -177,12 +215,24 @@ impl Inner {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
-        if response.content_length().is_some_and(|n| n as usize > MAX_FETCH_BODY) {
-            return Err(host_error("response_too_large", "response body exceeds 16 MiB"));
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_FETCH_BODY)
+        {
+            return Err(host_error(
+                "response_too_large",
+                "response body exceeds 16 MiB",
+            ));
         }
-        let body = response.bytes().await.map_err(|e| host_error("fetch_failed", e.to_string()))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| host_error("fetch_failed", e.to_string()))?;
         if body.len() > MAX_FETCH_BODY {
-            return Err(host_error("response_too_large", "response body exceeds 16 MiB"));
+            return Err(host_error(
+                "response_too_large",
+                "response body exceeds 16 MiB",
+            ));
         }
         Ok(FetchResponse {
             status: status.as_u16(),

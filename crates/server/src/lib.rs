@@ -77,7 +77,11 @@ impl AppState {
     pub fn new(config: &ServerConfig, store: Arc<dyn Store>) -> Self {
         let http = outbound_client();
         let oauth = OAuthClient::new(http.clone());
-        let tokens = Arc::new(TokenManager::new(store.clone(), oauth.clone(), config.refresh_margin));
+        let tokens = Arc::new(TokenManager::new(
+            store.clone(),
+            oauth.clone(),
+            config.refresh_margin,
+        ));
         let programs = programs::ProgramCache::default();
         let host = host::SpliceHost::new(store.clone(), tokens.clone(), programs.clone(), http);
         let engine = Arc::new(Engine::new(config.sandbox.clone(), Arc::new(host)));
@@ -119,19 +123,28 @@ pub fn router(state: AppState) -> Router {
     use handlers::*;
 
     let api = Router::new()
-        .route("/v1/connectors", post(connectors::create_connector).get(connectors::list_connectors))
+        .route(
+            "/v1/connectors",
+            post(connectors::create_connector).get(connectors::list_connectors),
+        )
         .route(
             "/v1/connectors/{id}",
             get(connectors::get_connector)
                 .put(connectors::update_connector)
                 .delete(connectors::delete_connector),
         )
-        .route("/v1/connectors/{id}/identities", get(identities::list_identities))
+        .route(
+            "/v1/connectors/{id}/identities",
+            get(identities::list_identities),
+        )
         .route(
             "/v1/connectors/{id}/identities/{identity}",
             get(identities::get_identity).delete(identities::delete_identity),
         )
-        .route("/v1/connectors/{id}/identities/{identity}/token", get(identities::get_token))
+        .route(
+            "/v1/connectors/{id}/identities/{identity}/token",
+            get(identities::get_token),
+        )
         .route("/v1/integrations", get(integrations::list_integrations))
         .route(
             "/v1/integrations/{id}",
@@ -141,9 +154,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/integrations/{id}/logs", get(integrations::list_logs))
         .route("/v1/integrations/{id}/api", any(invoke::invoke_integration))
-        .route("/v1/integrations/{id}/api/{*path}", any(invoke::invoke_integration))
-        .route("/v1/integrations/{id}/sessions", post(sessions::create_session))
-        .route("/v1/integrations/{id}/installs", get(installs::list_installs))
+        .route(
+            "/v1/integrations/{id}/api/{*path}",
+            any(invoke::invoke_integration),
+        )
+        .route(
+            "/v1/integrations/{id}/sessions",
+            post(sessions::create_session),
+        )
+        .route(
+            "/v1/integrations/{id}/installs",
+            get(installs::list_installs),
+        )
         .route(
             "/v1/integrations/{id}/installs/{install}",
             get(installs::get_install).delete(installs::delete_install),
@@ -151,10 +173,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}", get(sessions::get_session))
         .route("/v1/sessions/{id}/commit", post(sessions::commit_session))
         .fallback(health::unknown_route)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
 
     Router::new()
         .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
         .route("/connect/{session}", get(connect::start_connect))
         .route("/v1/oauth/callback", get(connect::oauth_callback))
         .merge(api)

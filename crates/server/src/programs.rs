@@ -1,9 +1,10 @@
 //! The compiled programs of deployed integrations, kept in memory so an invocation does not
 //! read its bytecode from the database.
 //!
-//! Entries are replaced on deploy and dropped on delete by this process. TODO: with several
-//! nodes, a deploy on one node must invalidate the others (keyed by version, or notified
-//! through the database).
+//! Entries are replaced on deploy and dropped on delete by this process. When the database is
+//! shared with other nodes, every lookup also reads the integration's current version (one
+//! indexed row) and reloads the program when another node deployed a newer one, so a deploy on
+//! any node is what every node runs next.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -37,7 +38,10 @@ impl Loaded {
                 splice_domain::Isolation::Invocation => Isolation::Invocation,
             },
         };
-        Self { integration, program }
+        Self {
+            integration,
+            program,
+        }
     }
 }
 
@@ -53,10 +57,24 @@ impl ProgramCache {
         store: &dyn Store,
         id: &IntegrationId,
     ) -> Result<Option<Arc<Loaded>>, StoreError> {
-        if let Some(hit) = self.read().get(id) {
-            return Ok(Some(hit.clone()));
+        let cached = self.read().get(id).cloned();
+        if let Some(hit) = cached {
+            if !store.is_shared() {
+                return Ok(Some(hit));
+            }
+            match store.integration_version(id).await? {
+                Some(version) if version == hit.integration.meta.version => return Ok(Some(hit)),
+                Some(_) => {}
+                None => {
+                    self.remove(id);
+                    return Ok(None);
+                }
+            }
         }
-        let Some(stored) = store.get_program(id).await? else { return Ok(None) };
+        let Some(stored) = store.get_program(id).await? else {
+            self.remove(id);
+            return Ok(None);
+        };
         let loaded = Arc::new(Loaded::new(stored));
         let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
         // A concurrent deploy may have put a newer version meanwhile; keep the newest.
@@ -73,7 +91,10 @@ impl ProgramCache {
     }
 
     pub fn remove(&self, id: &IntegrationId) {
-        self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<IntegrationId, Arc<Loaded>>> {

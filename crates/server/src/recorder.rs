@@ -73,7 +73,11 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
     }
 }
 
-fn take(message: Message, batch: &mut Vec<InvocationRecord>, waiting: &mut Vec<oneshot::Sender<()>>) {
+fn take(
+    message: Message,
+    batch: &mut Vec<InvocationRecord>,
+    waiting: &mut Vec<oneshot::Sender<()>>,
+) {
     match message {
         Message::Record(record) => batch.push(record),
         Message::Flush(done) => waiting.push(done),

@@ -5,6 +5,7 @@
 //! below it sees plaintext.
 
 use async_trait::async_trait;
+
 use splice_domain::{
     AuthState, Connector, ConnectorId, Identity, IdentityId, Install, InstallId, Integration,
     IntegrationId, InvocationRecord, Millis, Session, SessionId, TagFilter, TenantId, TokenSet,
@@ -12,7 +13,7 @@ use splice_domain::{
 
 mod sql;
 
-pub use sql::SqlStore;
+pub use sql::{CopyReport, Dialect, OpenError, PoolSettings, SqlStore, sqlite_url};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,8 @@ pub trait IntegrationStore: Send + Sync {
     /// The integration with its bytecode, for running it.
     async fn get_program(&self, id: &IntegrationId) -> Result<Option<StoredProgram>>;
     async fn list_integrations(&self) -> Result<Vec<Integration>>;
+    /// The current version of an integration, to check a cached program is still current.
+    async fn integration_version(&self, id: &IntegrationId) -> Result<Option<i64>>;
     async fn delete_integration(&self, id: &IntegrationId) -> Result<bool>;
 }
 
@@ -122,6 +125,10 @@ pub trait IdentityStore: Send + Sync {
         expected_version: i64,
         tokens: &TokenSet,
     ) -> Result<Identity>;
+    /// Takes the identity's cross-node refresh guard, waiting while another node holds it.
+    /// Held until [`RefreshGuard::release`] or drop, and released by the database if this
+    /// process dies.
+    async fn refresh_guard(&self, id: &IdentityId) -> Result<RefreshGuard>;
     /// Marks an identity's health, with the reason, if still at `expected_version`.
     async fn update_status(&self, identity: &Identity) -> Result<()>;
     async fn delete_identity(&self, id: &IdentityId) -> Result<bool>;
@@ -151,9 +158,25 @@ pub trait InvocationStore: Send + Sync {
     ) -> Result<Vec<InvocationRecord>>;
 }
 
+/// How the database is shared and whether it answers.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// Whether other nodes may write to the same database (so in-process caches must be
+    /// checked against it).
+    fn is_shared(&self) -> bool;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<()>;
+}
+
 /// Everything Splice stores, as one object handlers can hold.
 pub trait Store:
-    ConnectorStore + IntegrationStore + SessionStore + IdentityStore + InstallStore + InvocationStore
+    ConnectorStore
+    + IntegrationStore
+    + SessionStore
+    + IdentityStore
+    + InstallStore
+    + InvocationStore
+    + ClusterStore
 {
 }
 
@@ -164,5 +187,26 @@ impl<T> Store for T where
         + IdentityStore
         + InstallStore
         + InvocationStore
+        + ClusterStore
 {
+}
+
+/// A held cross-node refresh guard (see [`IdentityStore::refresh_guard`]).
+///
+/// On PostgreSQL it is a transaction holding an advisory lock: committing or dropping it (or
+/// the connection dying with the process) releases the lock. On SQLite, a single-node store,
+/// the in-process lock is the whole guard and this holds nothing.
+pub struct RefreshGuard {
+    tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
+}
+
+impl RefreshGuard {
+    /// Releases the guard now.
+    pub async fn release(mut self) {
+        if let Some(tx) = self.tx.take()
+            && let Err(err) = tx.commit().await
+        {
+            tracing::warn!(error = %err, "releasing a refresh guard failed");
+        }
+    }
 }

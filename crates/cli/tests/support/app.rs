@@ -52,6 +52,17 @@ impl ApiResponse {
     }
 }
 
+/// How to start one Splice process.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub port: u16,
+    /// `SPLICE_PUBLIC_URL`: for a cluster, the address every node is reached at.
+    pub public_url: String,
+    pub admin_key: String,
+    /// Extra or overriding environment variables.
+    pub env: Vec<(String, String)>,
+}
+
 /// A running Splice server with its own data folder and admin key.
 pub struct TestApp {
     // In a mutex so that `try_wait` works through `&self`.
@@ -72,13 +83,33 @@ impl TestApp {
 
     /// Like [`TestApp::start`], with extra or overriding environment variables.
     pub async fn start_with_env(extra_env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let node = Node {
+            port,
+            public_url: format!("http://127.0.0.1:{port}"),
+            admin_key: format!("sk_test_{}", random_hex(40)),
+            env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        Self::start_node(node).await
+    }
+
+    /// Starts one node as described: several nodes given the same database, master key,
+    /// admin key and public URL form one cluster.
+    pub async fn start_node(node: Node) -> Self {
         let data_dir = tempfile::Builder::new()
             .prefix("splice-e2e-")
             .tempdir()
             .expect("create a data folder");
-        let port = free_port();
+        let Node {
+            port,
+            public_url,
+            admin_key,
+            env: extra_env,
+        } = node;
         let base_url = format!("http://127.0.0.1:{port}");
-        let admin_key = format!("sk_test_{}", random_hex(40));
 
         let mut command = Command::new(env!("CARGO_BIN_EXE_splice"));
         command.arg("serve");
@@ -91,11 +122,11 @@ impl TestApp {
         command
             .env("SPLICE_LISTEN", format!("127.0.0.1:{port}"))
             .env("SPLICE_DATA_DIR", data_dir.path())
-            .env("SPLICE_PUBLIC_URL", &base_url)
+            .env("SPLICE_PUBLIC_URL", &public_url)
             .env("SPLICE_ADMIN_KEY", &admin_key)
             .env("SPLICE_REFRESH_MARGIN_SECS", "1")
             .env("SPLICE_LOG", "debug")
-            .envs(extra_env.iter().copied())
+            .envs(extra_env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -153,7 +184,14 @@ impl TestApp {
         }
     }
 
-    /// The public base URL, `http://127.0.0.1:<port>`.
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&self) {
+        let mut child = lock(&self.child);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// This node's own base URL, `http://127.0.0.1:<port>`.
     pub fn public_url(&self) -> &str {
         &self.base_url
     }

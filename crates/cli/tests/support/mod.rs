@@ -111,3 +111,22 @@ pub fn read_tree(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     }
     files
 }
+
+/// A fresh, empty PostgreSQL database under `SPLICE_TEST_DATABASE_URL`, or `None` (with a
+/// note on stderr) when no server is configured for tests.
+pub async fn fresh_postgres_database() -> Option<String> {
+    use sqlx::Connection;
+    let Ok(admin) = std::env::var("SPLICE_TEST_DATABASE_URL") else {
+        eprintln!("SPLICE_TEST_DATABASE_URL is not set; skipping a PostgreSQL test");
+        return None;
+    };
+    let name = format!("splice_e2e_{}", random_hex(16));
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to SPLICE_TEST_DATABASE_URL");
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create a test database");
+    let base = admin.rsplit_once('/').expect("database URL has a path").0;
+    Some(format!("{base}/{name}"))
+}

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use splice_sandbox::{
-    compile, Engine, EngineConfig, FetchRequest, FetchResponse, Host, HostError, Invocation,
-    Isolation, Limits, Program, Request, Response, TokenRequest,
+    Engine, EngineConfig, FetchRequest, FetchResponse, Host, HostError, Invocation, Isolation,
+    Limits, Program, Request, Response, TokenRequest, compile,
 };
 
 /// A host whose answers depend on the URL:
@@ -33,7 +33,11 @@ pub struct FakeHost {
 
 impl Host for FakeHost {
     fn token(&self, request: TokenRequest) -> BoxFuture<'static, Result<String, HostError>> {
-        let token = if request.force_refresh { "fresh-token" } else { "stale-token" };
+        let token = if request.force_refresh {
+            "fresh-token"
+        } else {
+            "stale-token"
+        };
         lock(&self.tokens).push(request);
         futures::future::ready(Ok(token.to_owned())).boxed()
     }
@@ -50,7 +54,11 @@ impl Host for FakeHost {
             .boxed(),
             "https://api.test/protected" => {
                 let authorized = header(&request, "authorization") == Some("Bearer fresh-token");
-                let (status, body) = if authorized { (200, "secret") } else { (401, "no") };
+                let (status, body) = if authorized {
+                    (200, "secret")
+                } else {
+                    (401, "no")
+                };
                 futures::future::ready(Ok(text_response(&request, status, body))).boxed()
             }
             _ => futures::future::ready(Ok(echo(&request))).boxed(),
@@ -82,11 +90,17 @@ impl FakeHost {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn header<'a>(request: &'a FetchRequest, name: &str) -> Option<&'a str> {
-    request.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    request
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn text_response(request: &FetchRequest, status: u16, body: &str) -> FetchResponse {
@@ -125,7 +139,11 @@ pub fn engine(host: &Arc<FakeHost>) -> Engine {
 }
 
 pub fn engine_with(host: &Arc<FakeHost>, max_runtimes: usize, idle_timeout: Duration) -> Engine {
-    let config = EngineConfig { workers: 2, max_runtimes_per_integration: max_runtimes, idle_timeout };
+    let config = EngineConfig {
+        workers: 2,
+        max_runtimes_per_integration: max_runtimes,
+        idle_timeout,
+    };
     let host: Arc<dyn Host> = Arc::clone(host) as Arc<dyn Host>;
     Engine::new(config, host)
 }
@@ -136,14 +154,20 @@ pub fn program(integration: &str, version: i64, source: &str) -> Program {
 }
 
 pub fn program_files(integration: &str, version: i64, files: &[(&str, &str)]) -> Program {
-    let files: BTreeMap<String, String> =
-        files.iter().map(|(n, s)| ((*n).to_owned(), (*s).to_owned())).collect();
+    let files: BTreeMap<String, String> = files
+        .iter()
+        .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+        .collect();
     let bytecode = compile(&files).unwrap_or_else(|e| panic!("test program does not compile: {e}"));
     Program {
         integration: integration.to_owned(),
         version,
         bytecode: Arc::new(bytecode),
-        limits: Limits { memory_bytes: 32 << 20, cpu_ms: 200, wall_ms: 2_000 },
+        limits: Limits {
+            memory_bytes: 32 << 20,
+            cpu_ms: 200,
+            wall_ms: 2_000,
+        },
         isolation: Isolation::Warm,
     }
 }
@@ -163,12 +187,21 @@ pub fn get(path: &str) -> Request {
     request("GET", path, "", &[], "")
 }
 
-pub fn request(method: &str, path: &str, query: &str, headers: &[(&str, &str)], body: &str) -> Request {
+pub fn request(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Request {
     Request {
         method: method.to_owned(),
         path: path.to_owned(),
         query: query.to_owned(),
-        headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
         body: Bytes::from(body.to_owned()),
     }
 }
@@ -182,8 +215,12 @@ pub fn ok(invocation: Invocation) -> Response {
 }
 
 pub fn json(response: &Response) -> serde_json::Value {
-    serde_json::from_slice(&response.body)
-        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&response.body)))
+    serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+        panic!(
+            "body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&response.body)
+        )
+    })
 }
 
 pub fn text(response: &Response) -> String {
@@ -191,5 +228,9 @@ pub fn text(response: &Response) -> String {
 }
 
 pub fn header_of<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
-    response.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    response
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }

@@ -32,7 +32,10 @@ pub struct Page {
 
 impl Page {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -50,12 +53,18 @@ impl IntoResponse for Page {
 impl From<splice_store::StoreError> for Page {
     fn from(err: splice_store::StoreError) -> Self {
         tracing::error!(error = %err, "connect flow storage failure");
-        Page::new(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Please try again.")
+        Page::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong. Please try again.",
+        )
     }
 }
 
 fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// `GET /connect/{session}`: redirects to the next authorization page, or back to the
@@ -68,7 +77,10 @@ pub async fn start_connect(
     let id = SessionId::parse(&session).map_err(|_| gone())?;
     let session = state.store.get_session(&id).await?.ok_or_else(gone)?;
     if session.expires_at <= now_millis() {
-        return Err(Page::new(StatusCode::GONE, "This connection link has expired."));
+        return Err(Page::new(
+            StatusCode::GONE,
+            "This connection link has expired.",
+        ));
     }
     match session.status {
         SessionStatus::Pending => {}
@@ -80,9 +92,16 @@ pub async fn start_connect(
         return Ok(Redirect::to(&finish_url(&session)).into_response());
     };
 
-    let connector = state.store.get_connector(&current.connector).await?.ok_or_else(|| {
-        Page::new(StatusCode::NOT_FOUND, format!("Connector {} no longer exists.", current.connector))
-    })?;
+    let connector = state
+        .store
+        .get_connector(&current.connector)
+        .await?
+        .ok_or_else(|| {
+            Page::new(
+                StatusCode::NOT_FOUND,
+                format!("Connector {} no longer exists.", current.connector),
+            )
+        })?;
     let ConnectorConfig::OAuth2(config) = &connector.config;
 
     let state_value = random_token(32);
@@ -105,7 +124,10 @@ pub async fn start_connect(
         code_challenge: challenge.as_deref(),
     };
     let url = state.oauth.authorize_url(config, &request).map_err(|_| {
-        Page::new(StatusCode::BAD_GATEWAY, "The connector's authorization URL is invalid.")
+        Page::new(
+            StatusCode::BAD_GATEWAY,
+            "The connector's authorization URL is invalid.",
+        )
     })?;
     Ok(Redirect::to(url.as_str()).into_response())
 }
@@ -117,35 +139,78 @@ pub async fn oauth_callback(
     query: QueryPairs,
 ) -> Result<Response, Page> {
     let Some(state_value) = query.get("state") else {
-        return Err(Page::new(StatusCode::BAD_REQUEST, "The provider's answer has no state."));
+        return Err(Page::new(
+            StatusCode::BAD_REQUEST,
+            "The provider's answer has no state.",
+        ));
     };
-    let unknown = || Page::new(StatusCode::BAD_REQUEST, "This authorization was already used or is unknown.");
-    let auth = state.store.take_auth_state(&sha256_hex(state_value)).await?.ok_or_else(unknown)?;
+    let unknown = || {
+        Page::new(
+            StatusCode::BAD_REQUEST,
+            "This authorization was already used or is unknown.",
+        )
+    };
+    let auth = state
+        .store
+        .take_auth_state(&sha256_hex(state_value))
+        .await?
+        .ok_or_else(unknown)?;
     if auth.expires_at <= now_millis() {
-        return Err(Page::new(StatusCode::BAD_REQUEST, "This authorization has expired. Please start again."));
+        return Err(Page::new(
+            StatusCode::BAD_REQUEST,
+            "This authorization has expired. Please start again.",
+        ));
     }
-    let mut session = state.store.get_session(&auth.session).await?.ok_or_else(unknown)?;
+    let mut session = state
+        .store
+        .get_session(&auth.session)
+        .await?
+        .ok_or_else(unknown)?;
     let expected = session.next_step().map(|(i, s)| (i, s.connector.clone()));
-    if session.status != SessionStatus::Pending || expected != Some((auth.step, auth.connector.clone())) {
-        return Err(Page::new(StatusCode::CONFLICT, "This session has already moved on."));
+    if session.status != SessionStatus::Pending
+        || expected != Some((auth.step, auth.connector.clone()))
+    {
+        return Err(Page::new(
+            StatusCode::CONFLICT,
+            "This session has already moved on.",
+        ));
     }
 
     if let Some(error) = query.get("error") {
-        let description = query.get("error_description").unwrap_or("the provider reported an error");
+        let description = query
+            .get("error_description")
+            .unwrap_or("the provider reported an error");
         return fail(&state, session, error, description).await;
     }
     let Some(code) = query.get("code") else {
-        return fail(&state, session, "invalid_response", "the provider sent no code").await;
+        return fail(
+            &state,
+            session,
+            "invalid_response",
+            "the provider sent no code",
+        )
+        .await;
     };
 
     let connector = state.store.get_connector(&auth.connector).await?;
     let Some(connector) = connector else {
-        return fail(&state, session, "connector_deleted", "the connector no longer exists").await;
+        return fail(
+            &state,
+            session,
+            "connector_deleted",
+            "the connector no longer exists",
+        )
+        .await;
     };
     let ConnectorConfig::OAuth2(config) = &connector.config;
     let exchanged = state
         .oauth
-        .exchange_code(config, code, &state.callback_url(), auth.pkce_verifier.as_ref())
+        .exchange_code(
+            config,
+            code,
+            &state.callback_url(),
+            auth.pkce_verifier.as_ref(),
+        )
         .await;
     let tokens = match exchanged {
         Ok(tokens) => tokens,
@@ -169,11 +234,17 @@ pub async fn oauth_callback(
 
     let (identity, new) = identity_for(&state, &session, &auth, subject, tokens).await?;
     session.steps[auth.step].identity = Some(identity.id.clone());
-    session.status =
-        if session.next_step().is_some() { SessionStatus::Pending } else { SessionStatus::Completed };
+    session.status = if session.next_step().is_some() {
+        SessionStatus::Pending
+    } else {
+        SessionStatus::Completed
+    };
     session.meta.updated_at = now_millis();
     session.meta.version += 1;
-    state.store.attach_identity(&session, &identity, new).await?;
+    state
+        .store
+        .attach_identity(&session, &identity, new)
+        .await?;
     tracing::info!(session.id = %session.id, identity.id = %identity.id, reused = !new, "identity connected");
 
     let next = match session.status {
@@ -194,7 +265,10 @@ async fn identity_for(
     let now = now_millis();
     let existing = match &subject {
         Some(subject) => {
-            state.store.find_identity_by_subject(&auth.connector, &session.tenant, subject).await?
+            state
+                .store
+                .find_identity_by_subject(&auth.connector, &session.tenant, subject)
+                .await?
         }
         None => None,
     };
@@ -233,9 +307,17 @@ async fn identity_for(
 }
 
 /// Marks the session failed and returns the user to the application with the error.
-async fn fail(state: &AppState, mut session: Session, code: &str, description: &str) -> Result<Response, Page> {
+async fn fail(
+    state: &AppState,
+    mut session: Session,
+    code: &str,
+    description: &str,
+) -> Result<Response, Page> {
     session.status = SessionStatus::Failed;
-    session.error = Some(SessionError { code: code.to_owned(), description: description.to_owned() });
+    session.error = Some(SessionError {
+        code: code.to_owned(),
+        description: description.to_owned(),
+    });
     session.meta.updated_at = now_millis();
     session.meta.version += 1;
     state.store.update_session(&session).await?;
@@ -252,7 +334,9 @@ fn finish_url(session: &Session) -> String {
         let mut query = url.query_pairs_mut();
         query.append_pair("session", session.id.as_str());
         if let Some(error) = &session.error {
-            query.append_pair("error", &error.code).append_pair("error_description", &error.description);
+            query
+                .append_pair("error", &error.code)
+                .append_pair("error_description", &error.description);
         }
     }
     url.into()
@@ -260,12 +344,22 @@ fn finish_url(session: &Session) -> String {
 
 fn exchange_failure(err: &TokenError) -> (&'static str, String) {
     match err {
-        TokenError::Rejected { error, .. } => ("authorization_failed", format!("the provider rejected the code ({error})")),
-        TokenError::Misconfigured { error, .. } => {
-            ("connector_misconfigured", format!("the provider rejected the connector ({error})"))
-        }
-        TokenError::Transient(_) => ("provider_unavailable", "the provider could not be reached".to_owned()),
-        TokenError::Invalid(reason) => ("invalid_response", format!("the provider's answer was unusable: {reason}")),
+        TokenError::Rejected { error, .. } => (
+            "authorization_failed",
+            format!("the provider rejected the code ({error})"),
+        ),
+        TokenError::Misconfigured { error, .. } => (
+            "connector_misconfigured",
+            format!("the provider rejected the connector ({error})"),
+        ),
+        TokenError::Transient(_) => (
+            "provider_unavailable",
+            "the provider could not be reached".to_owned(),
+        ),
+        TokenError::Invalid(reason) => (
+            "invalid_response",
+            format!("the provider's answer was unusable: {reason}"),
+        ),
     }
 }
 
@@ -275,6 +369,9 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
+        assert_eq!(
+            escape_html("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
     }
 }

@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use splice_domain::{Connector, ConnectorConfig, ConnectorId, Meta, OAuth2Config, Tags, now_millis};
+use splice_domain::{
+    Connector, ConnectorConfig, ConnectorId, Meta, OAuth2Config, Tags, now_millis,
+};
 
 use super::connector_id;
 use crate::AppState;
@@ -44,16 +46,25 @@ pub async fn create_connector(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = ConnectorId::parse(&body.id)?;
     let config = parse_config(&body.kind, body.config)?;
-    let connector = Connector { id, config, meta: Meta::new(body.tags, now_millis()) };
+    let connector = Connector {
+        id,
+        config,
+        meta: Meta::new(body.tags, now_millis()),
+    };
 
     state.store.create_connector(&connector).await?;
     tracing::info!(connector.id = %connector.id, "connector created");
-    Ok((StatusCode::CREATED, Json(views::connector(&state, &connector))))
+    Ok((
+        StatusCode::CREATED,
+        Json(views::connector(&state, &connector)),
+    ))
 }
 
 pub async fn list_connectors(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let connectors = state.store.list_connectors().await?;
-    Ok(Json(views::items(connectors.iter().map(|c| views::connector(&state, c)))))
+    Ok(Json(views::items(
+        connectors.iter().map(|c| views::connector(&state, c)),
+    )))
 }
 
 pub async fn get_connector(
@@ -83,9 +94,12 @@ pub async fn update_connector(
     let mut config = body.config;
     let ConnectorConfig::OAuth2(current) = &connector.config;
     if let Some(map) = config.as_object_mut() {
-        map.entry("client_secret").or_insert_with(|| current.client_secret.expose().into());
+        map.entry("client_secret")
+            .or_insert_with(|| current.client_secret.expose().into());
     }
-    let kind = body.kind.unwrap_or_else(|| connector.config.kind().to_owned());
+    let kind = body
+        .kind
+        .unwrap_or_else(|| connector.config.kind().to_owned());
     connector.config = parse_config(&kind, config)?;
     connector.meta.tags = body.tags;
     connector.meta.updated_at = now_millis();
@@ -123,16 +137,22 @@ pub async fn delete_connector(
 
 async fn load(state: &AppState, id: &str) -> ApiResult<Connector> {
     let id = connector_id(id)?;
-    state.store.get_connector(&id).await?.ok_or_else(|| ApiError::not_found(format!("connector {id}")))
+    state
+        .store
+        .get_connector(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("connector {id}")))
 }
 
 /// Validates a connector's type and configuration.
 fn parse_config(kind: &str, config: Value) -> ApiResult<ConnectorConfig> {
     if kind != "oauth2" {
-        return Err(ApiError::invalid(format!("type {kind:?} is not supported; use \"oauth2\"")));
+        return Err(ApiError::invalid(format!(
+            "type {kind:?} is not supported; use \"oauth2\""
+        )));
     }
-    let oauth: OAuth2Config = serde_json::from_value(config)
-        .map_err(|e| ApiError::invalid(format!("config: {e}")))?;
+    let oauth: OAuth2Config =
+        serde_json::from_value(config).map_err(|e| ApiError::invalid(format!("config: {e}")))?;
     check_url("config.authorization_url", &oauth.authorization_url)?;
     check_url("config.token_url", &oauth.token_url)?;
     if let Some(userinfo) = &oauth.userinfo_url {
@@ -144,11 +164,22 @@ fn parse_config(kind: &str, config: Value) -> ApiResult<ConnectorConfig> {
     if oauth.client_secret.is_empty() {
         return Err(ApiError::invalid("config.client_secret must not be empty"));
     }
-    let reserved = ["response_type", "client_id", "redirect_uri", "state", "code_challenge"];
-    let clash: BTreeMap<_, _> =
-        oauth.authorize_params.iter().filter(|(k, _)| reserved.contains(&k.as_str())).collect();
+    let reserved = [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "code_challenge",
+    ];
+    let clash: BTreeMap<_, _> = oauth
+        .authorize_params
+        .iter()
+        .filter(|(k, _)| reserved.contains(&k.as_str()))
+        .collect();
     if let Some((key, _)) = clash.into_iter().next() {
-        return Err(ApiError::invalid(format!("config.authorize_params cannot set {key:?}")));
+        return Err(ApiError::invalid(format!(
+            "config.authorize_params cannot set {key:?}"
+        )));
     }
     Ok(ConnectorConfig::OAuth2(oauth))
 }
@@ -156,6 +187,8 @@ fn parse_config(kind: &str, config: Value) -> ApiResult<ConnectorConfig> {
 fn check_url(field: &str, value: &str) -> ApiResult<()> {
     match url::Url::parse(value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
-        _ => Err(ApiError::invalid(format!("{field} must be an absolute http(s) URL"))),
+        _ => Err(ApiError::invalid(format!(
+            "{field} must be an absolute http(s) URL"
+        ))),
     }
 }

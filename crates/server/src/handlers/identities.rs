@@ -23,7 +23,10 @@ pub async fn list_identities(
     if state.store.get_connector(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("connector {id}")));
     }
-    let identities = state.store.list_identities(&id, tenant.as_ref(), &tags).await?;
+    let identities = state
+        .store
+        .list_identities(&id, tenant.as_ref(), &tags)
+        .await?;
     Ok(Json(views::items(identities.iter().map(views::identity))))
 }
 
@@ -65,5 +68,7 @@ async fn load(state: &AppState, connector: &str, identity: &str) -> ApiResult<Id
     let connector = connector_id(connector)?;
     let id = IdentityId::parse(identity).map_err(|_| not_found())?;
     let identity = state.store.get_identity(&id).await?;
-    identity.filter(|i| i.connector == connector).ok_or_else(not_found)
+    identity
+        .filter(|i| i.connector == connector)
+        .ok_or_else(not_found)
 }

@@ -23,7 +23,10 @@ pub async fn list_installs(
     if state.store.get_integration(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("integration {id}")));
     }
-    let installs = state.store.list_installs(&id, tenant.as_ref(), &tags).await?;
+    let installs = state
+        .store
+        .list_installs(&id, tenant.as_ref(), &tags)
+        .await?;
     Ok(Json(views::items(installs.iter().map(views::install))))
 }
 
@@ -50,5 +53,7 @@ async fn load(state: &AppState, integration: &str, install: &str) -> ApiResult<I
     let integration = integration_id(integration)?;
     let id = InstallId::parse(install).map_err(|_| not_found())?;
     let install = state.store.get_install(&id).await?;
-    install.filter(|i| i.integration == integration).ok_or_else(not_found)
+    install
+        .filter(|i| i.integration == integration)
+        .ok_or_else(not_found)
 }

@@ -57,7 +57,9 @@ pub async fn deploy_integration(
     check_files(&body.files)?;
     for (name, connector) in &body.connectors {
         if state.store.get_connector(connector).await?.is_none() {
-            return Err(ApiError::invalid(format!("connectors.{name}: no connector {connector}")));
+            return Err(ApiError::invalid(format!(
+                "connectors.{name}: no connector {connector}"
+            )));
         }
     }
     let defaults = RuntimeSettings::default();
@@ -67,7 +69,9 @@ pub async fn deploy_integration(
         wall_ms: body.limits.wall_ms.unwrap_or(defaults.wall_ms),
         isolation: body.isolation,
     };
-    runtime.validate().map_err(|e| ApiError::invalid(format!("limits.{e}")))?;
+    runtime
+        .validate()
+        .map_err(|e| ApiError::invalid(format!("limits.{e}")))?;
 
     let bytecode = compile(body.files.clone()).await?;
     let now = now_millis();
@@ -80,16 +84,25 @@ pub async fn deploy_integration(
     };
     let (stored, created) = state.store.put_integration(&integration, &bytecode).await?;
 
-    state.programs.put(Loaded::new(StoredProgram { integration: stored.clone(), bytecode }));
+    state.programs.put(Loaded::new(StoredProgram {
+        integration: stored.clone(),
+        bytecode,
+    }));
     state.engine.evict(stored.id.as_str());
     tracing::info!(integration.id = %stored.id, version = stored.meta.version, "integration deployed");
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(views::integration(&stored))))
 }
 
 fn check_files(files: &BTreeMap<String, String>) -> ApiResult<()> {
     if !files.contains_key(ENTRY_FILE) {
-        return Err(ApiError::invalid(format!("files must contain {ENTRY_FILE:?}")));
+        return Err(ApiError::invalid(format!(
+            "files must contain {ENTRY_FILE:?}"
+        )));
     }
     if files.len() > MAX_FILES {
         return Err(ApiError::invalid(format!("at most {MAX_FILES} files")));
@@ -97,7 +110,9 @@ fn check_files(files: &BTreeMap<String, String>) -> ApiResult<()> {
     let bad = files.keys().find(|name| {
         !name.ends_with(".js")
             || name.starts_with('/')
-            || name.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+            || name
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
     });
     match bad {
         Some(name) => Err(ApiError::invalid(format!(
@@ -123,7 +138,9 @@ async fn compile(files: BTreeMap<String, String>) -> ApiResult<Vec<u8>> {
 
 pub async fn list_integrations(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let integrations = state.store.list_integrations().await?;
-    Ok(Json(views::items(integrations.iter().map(views::integration))))
+    Ok(Json(views::items(
+        integrations.iter().map(views::integration),
+    )))
 }
 
 pub async fn get_integration(
@@ -166,11 +183,20 @@ pub async fn list_logs(
     };
     let filter = InvocationQuery {
         install: query.get("install").map(str::to_owned),
-        since: query.get("since").map(|t| parse_time("since", t)).transpose()?,
-        until: query.get("until").map(|t| parse_time("until", t)).transpose()?,
+        since: query
+            .get("since")
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: query
+            .get("until")
+            .map(|t| parse_time("until", t))
+            .transpose()?,
         limit,
     };
-    let records = state.store.list_invocations(&integration.id, &filter).await?;
+    let records = state
+        .store
+        .list_invocations(&integration.id, &filter)
+        .await?;
     Ok(Json(views::items(records.iter().map(views::invocation))))
 }
 

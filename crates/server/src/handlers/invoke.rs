@@ -31,17 +31,26 @@ pub async fn invoke_integration(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("integration {id}")))?;
 
-    let path = format!("/{}", params.get("path").map(String::as_str).unwrap_or_default());
+    let path = format!(
+        "/{}",
+        params.get("path").map(String::as_str).unwrap_or_default()
+    );
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, crate::BODY_LIMIT)
         .await
         .map_err(|e| ApiError::invalid(format!("could not read body: {e}")))?;
-    let install = parts.headers.get(INSTALL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let install = parts
+        .headers
+        .get(INSTALL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let headers = parts
         .headers
         .iter()
         .filter(|(name, _)| !HIDDEN_HEADERS.contains(&name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect();
     let sandbox_request = splice_sandbox::Request {
         method: parts.method.as_str().to_owned(),
@@ -55,14 +64,20 @@ pub async fn invoke_integration(
     let invocation = state.engine.invoke(&loaded.program, sandbox_request).await;
 
     let mut logs: Vec<_> = invocation.logs.iter().map(|line| json!(line)).collect();
-    if let Err(InvokeError::Exception { stack: Some(stack), .. }) = &invocation.result {
+    if let Err(InvokeError::Exception {
+        stack: Some(stack), ..
+    }) = &invocation.result
+    {
         let at_ms = u64::try_from(invocation.duration.as_millis()).unwrap_or(u64::MAX);
         logs.push(json!({"level": LogLevel::Error, "message": stack, "at_ms": at_ms}));
     }
     let response = invocation.result.map_err(|err| invoke_error(&id, &err));
     let (status, error) = match &response {
         Ok(r) => (r.status, None),
-        Err(e) => (e.status.as_u16(), Some(format!("{}: {}", e.code, e.message))),
+        Err(e) => (
+            e.status.as_u16(),
+            Some(format!("{}: {}", e.code, e.message)),
+        ),
     };
     state.recorder.record(InvocationRecord {
         integration: id,
@@ -103,7 +118,9 @@ fn invoke_error(id: &splice_domain::IntegrationId, err: &InvokeError) -> ApiErro
         InvokeError::MemoryLimit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "memory_limit_exceeded"),
         InvokeError::StackOverflow => (StatusCode::INTERNAL_SERVER_ERROR, "stack_overflow"),
         InvokeError::Exception { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "uncaught_exception"),
-        InvokeError::InvalidProgram(_) => (StatusCode::INTERNAL_SERVER_ERROR, "invalid_integration"),
+        InvokeError::InvalidProgram(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "invalid_integration")
+        }
         InvokeError::Internal(_) => (StatusCode::SERVICE_UNAVAILABLE, "sandbox_unavailable"),
     };
     tracing::warn!(integration.id = %id, error = %err, "invocation failed");

@@ -27,6 +27,9 @@ fn integration_id(raw: &str) -> ApiResult<IntegrationId> {
 /// The `tenant` and repeated `tag=key=value` filters of a list request.
 fn list_filters(query: &QueryPairs) -> ApiResult<(Option<TenantId>, Vec<TagFilter>)> {
     let tenant = query.get("tenant").map(TenantId::parse).transpose()?;
-    let tags = query.all("tag").map(TagFilter::parse).collect::<Result<Vec<_>, _>>()?;
+    let tags = query
+        .all("tag")
+        .map(TagFilter::parse)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((tenant, tags))
 }

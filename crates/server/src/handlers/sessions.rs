@@ -52,7 +52,11 @@ pub async fn create_session(
         })
         .collect();
     let now = now_millis();
-    let status = if steps.is_empty() { SessionStatus::Completed } else { SessionStatus::Pending };
+    let status = if steps.is_empty() {
+        SessionStatus::Completed
+    } else {
+        SessionStatus::Pending
+    };
     let session = Session {
         id: SessionId::generate(),
         integration: id,
@@ -89,14 +93,26 @@ pub async fn commit_session(
         SessionStatus::Completed if session.expires_at > now => {}
         SessionStatus::Completed => return Err(ApiError::conflict("the session has expired")),
         SessionStatus::Pending => {
-            return Err(ApiError::conflict("the user has not finished connecting yet"));
+            return Err(ApiError::conflict(
+                "the user has not finished connecting yet",
+            ));
         }
         SessionStatus::Committed => {
-            let install = session.install.as_ref().map(ToString::to_string).unwrap_or_default();
-            return Err(ApiError::conflict(format!("the session is already committed as {install}")));
+            let install = session
+                .install
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return Err(ApiError::conflict(format!(
+                "the session is already committed as {install}"
+            )));
         }
         SessionStatus::Failed => {
-            let reason = session.error.as_ref().map(|e| e.code.as_str()).unwrap_or("unknown");
+            let reason = session
+                .error
+                .as_ref()
+                .map(|e| e.code.as_str())
+                .unwrap_or("unknown");
             return Err(ApiError::conflict(format!("the session failed ({reason})")));
         }
     }
@@ -132,7 +148,9 @@ async fn load(state: &AppState, id: &str) -> ApiResult<Session> {
 fn check_redirect_url(raw: &str) -> ApiResult<()> {
     match url::Url::parse(raw) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
-        _ => Err(ApiError::invalid("redirect_url must be an absolute http(s) URL")),
+        _ => Err(ApiError::invalid(
+            "redirect_url must be an absolute http(s) URL",
+        )),
     }
 }
 

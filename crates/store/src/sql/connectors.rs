@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use splice_domain::{Connector, ConnectorConfig, ConnectorId, OAuth2Config, Secret};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{SqlStore, conflict_on_unique, from_json, read_meta, to_json};
 use crate::{ConnectorStore, Result, StoreError};
@@ -26,12 +26,12 @@ fn split_config(config: &ConnectorConfig) -> (String, &Secret) {
 }
 
 impl SqlStore {
-    fn read_connector(&self, row: &SqliteRow) -> Result<Connector> {
+    fn read_connector(&self, row: &AnyRow) -> Result<Connector> {
         let id = ConnectorId::parse(row.try_get("id")?)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let kind: String = row.try_get("kind")?;
         let sealed: Vec<u8> = row.try_get("client_secret")?;
-        let secret = String::from_utf8(self.open(&secret_context(&id), &sealed)?)
+        let secret = String::from_utf8(self.unseal(&secret_context(&id), &sealed)?)
             .map_err(|_| StoreError::Corrupt("client secret is not text".into()))?;
 
         let mut json: serde_json::Value = from_json(row.try_get("config")?, "connector config")?;
@@ -65,7 +65,7 @@ impl ConnectorStore for SqlStore {
         sqlx::query(
             "INSERT INTO connectors \
              (id, kind, config, client_secret, tags, created_at, updated_at, version) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(connector.id.as_str())
         .bind(connector.config.kind())
@@ -82,7 +82,7 @@ impl ConnectorStore for SqlStore {
     }
 
     async fn get_connector(&self, id: &ConnectorId) -> Result<Option<Connector>> {
-        let row = sqlx::query("SELECT * FROM connectors WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM connectors WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -100,8 +100,8 @@ impl ConnectorStore for SqlStore {
         let (config, secret) = split_config(&connector.config);
         let sealed = self.seal(&secret_context(&connector.id), secret.expose().as_bytes());
         let done = sqlx::query(
-            "UPDATE connectors SET kind = ?, config = ?, client_secret = ?, tags = ?, \
-             updated_at = ?, version = ? WHERE id = ? AND version = ?",
+            "UPDATE connectors SET kind = $1, config = $2, client_secret = $3, tags = $4, \
+             updated_at = $5, version = $6 WHERE id = $7 AND version = $8",
         )
         .bind(connector.config.kind())
         .bind(config)
@@ -126,12 +126,12 @@ impl ConnectorStore for SqlStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "DELETE FROM entity_tags WHERE kind = 'identity' AND entity_id IN \
-             (SELECT id FROM identities WHERE connector_id = ?)",
+             (SELECT id FROM identities WHERE connector_id = $1)",
         )
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
-        let done = sqlx::query("DELETE FROM connectors WHERE id = ?")
+        let done = sqlx::query("DELETE FROM connectors WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;

@@ -5,10 +5,11 @@ use splice_domain::{
     ConnectorId, Identity, IdentityId, IdentityStatus, TagFilter, TenantId, TokenSet, now_millis,
 };
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
+use super::Dialect;
 use super::{SqlStore, parse_column, read_meta, tag_clauses, to_json, write_tags};
-use crate::{IdentityStore, Result, StoreError};
+use crate::{IdentityStore, RefreshGuard, Result, StoreError};
 
 fn tokens_context(id: &IdentityId) -> String {
     format!("identity:{id}:tokens")
@@ -19,11 +20,11 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl SqlStore {
-    pub(super) fn read_identity(&self, row: &SqliteRow) -> Result<Identity> {
+    pub(super) fn read_identity(&self, row: &AnyRow) -> Result<Identity> {
         let id = IdentityId::parse(row.try_get("id")?).map_err(corrupt)?;
         let sealed: Vec<u8> = row.try_get("tokens")?;
-        let tokens: TokenSet =
-            serde_json::from_slice(&self.open(&tokens_context(&id), &sealed)?).map_err(corrupt)?;
+        let tokens: TokenSet = serde_json::from_slice(&self.unseal(&tokens_context(&id), &sealed)?)
+            .map_err(corrupt)?;
         let status: String = row.try_get("status")?;
         Ok(Identity {
             connector: ConnectorId::parse(row.try_get("connector_id")?).map_err(corrupt)?,
@@ -45,13 +46,13 @@ impl SqlStore {
     /// Inserts a new identity inside the caller's transaction.
     pub(super) async fn insert_identity(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut sqlx::AnyConnection,
         identity: &Identity,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO identities (id, connector_id, tenant, subject, status, status_reason, \
              status_at, tokens, expires_at, tags, created_at, updated_at, version) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(identity.id.as_str())
         .bind(identity.connector.as_str())
@@ -76,13 +77,13 @@ impl SqlStore {
     /// inside the caller's transaction.
     pub(super) async fn rewrite_identity(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut sqlx::AnyConnection,
         identity: &Identity,
     ) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE identities SET subject = ?, status = ?, status_reason = ?, status_at = ?, \
-             tokens = ?, expires_at = ?, tags = ?, updated_at = ?, version = ? \
-             WHERE id = ? AND version = ?",
+            "UPDATE identities SET subject = $1, status = $2, status_reason = $3, status_at = $4, \
+             tokens = $5, expires_at = $6, tags = $7, updated_at = $8, version = $9 \
+             WHERE id = $10 AND version = $11",
         )
         .bind(&identity.subject)
         .bind(identity.status.as_str())
@@ -110,7 +111,7 @@ impl SqlStore {
 #[async_trait]
 impl IdentityStore for SqlStore {
     async fn get_identity(&self, id: &IdentityId) -> Result<Option<Identity>> {
-        let row = sqlx::query("SELECT * FROM identities WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM identities WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -124,7 +125,7 @@ impl IdentityStore for SqlStore {
         subject: &str,
     ) -> Result<Option<Identity>> {
         let row = sqlx::query(
-            "SELECT * FROM identities WHERE connector_id = ? AND tenant = ? AND subject = ?",
+            "SELECT * FROM identities WHERE connector_id = $1 AND tenant = $2 AND subject = $3",
         )
         .bind(connector.as_str())
         .bind(tenant.as_str())
@@ -141,15 +142,12 @@ impl IdentityStore for SqlStore {
         tags: &[TagFilter],
     ) -> Result<Vec<Identity>> {
         let sql = format!(
-            "SELECT * FROM identities WHERE connector_id = ? AND (? IS NULL OR tenant = ?){} \
+            "SELECT * FROM identities WHERE connector_id = $1 AND (CAST($2 AS TEXT) IS NULL OR tenant = $2){} \
              ORDER BY created_at DESC, id",
-            tag_clauses("identity", "id", tags.len())
+            tag_clauses("identity", "id", tags.len(), 3)
         );
         let tenant = tenant.map(TenantId::as_str);
-        let mut query = sqlx::query(&sql)
-            .bind(connector.as_str())
-            .bind(tenant)
-            .bind(tenant);
+        let mut query = sqlx::query(&sql).bind(connector.as_str()).bind(tenant);
         for filter in tags {
             query = query.bind(&filter.key).bind(&filter.value);
         }
@@ -165,10 +163,10 @@ impl IdentityStore for SqlStore {
     ) -> Result<Identity> {
         let now = now_millis();
         let row = sqlx::query(
-            "UPDATE identities SET tokens = ?, expires_at = ?, status = 'healthy', \
+            "UPDATE identities SET tokens = $1, expires_at = $2, status = 'healthy', \
              status_reason = NULL, status_at = CASE WHEN status = 'healthy' THEN status_at \
-             ELSE ? END, updated_at = ?, version = version + 1 \
-             WHERE id = ? AND version = ? RETURNING *",
+             ELSE $3 END, updated_at = $4, version = version + 1 \
+             WHERE id = $5 AND version = $6 RETURNING *",
         )
         .bind(self.seal_tokens(id, tokens))
         .bind(tokens.expires_at)
@@ -184,10 +182,25 @@ impl IdentityStore for SqlStore {
         }
     }
 
+    async fn refresh_guard(&self, id: &IdentityId) -> Result<RefreshGuard> {
+        if self.dialect() == Dialect::Sqlite {
+            return Ok(RefreshGuard { tx: None });
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '30s'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("identity-refresh:{id}"))
+            .execute(&mut *tx)
+            .await?;
+        Ok(RefreshGuard { tx: Some(tx) })
+    }
+
     async fn update_status(&self, identity: &Identity) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE identities SET status = ?, status_reason = ?, status_at = ?, \
-             updated_at = ?, version = ? WHERE id = ? AND version = ?",
+            "UPDATE identities SET status = $1, status_reason = $2, status_at = $3, \
+             updated_at = $4, version = $5 WHERE id = $6 AND version = $7",
         )
         .bind(identity.status.as_str())
         .bind(&identity.status_reason)
@@ -209,11 +222,11 @@ impl IdentityStore for SqlStore {
 
     async fn delete_identity(&self, id: &IdentityId) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM entity_tags WHERE kind = 'identity' AND entity_id = ?")
+        sqlx::query("DELETE FROM entity_tags WHERE kind = 'identity' AND entity_id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM identities WHERE id = ?")
+        let done = sqlx::query("DELETE FROM identities WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;

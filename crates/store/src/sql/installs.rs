@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use splice_domain::{IdentityId, Install, InstallId, IntegrationId, TagFilter, TenantId};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{SqlStore, read_meta, tag_clauses, to_json, write_tags};
 use crate::{InstallStore, Result, StoreError};
@@ -15,10 +15,10 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl SqlStore {
-    async fn read_install(&self, row: &SqliteRow) -> Result<Install> {
+    async fn read_install(&self, row: &AnyRow) -> Result<Install> {
         let id = InstallId::parse(row.try_get("id")?).map_err(corrupt)?;
         let links: Vec<(String, String)> = sqlx::query_as(
-            "SELECT name, identity_id FROM install_identities WHERE install_id = ? ORDER BY name",
+            "SELECT name, identity_id FROM install_identities WHERE install_id = $1 ORDER BY name",
         )
         .bind(id.as_str())
         .fetch_all(&self.pool)
@@ -39,12 +39,12 @@ impl SqlStore {
     /// Inserts an install with its identity links inside the caller's transaction.
     pub(super) async fn insert_install(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut sqlx::AnyConnection,
         install: &Install,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO installs (id, integration_id, tenant, tags, created_at, updated_at, \
-             version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(install.id.as_str())
         .bind(install.integration.as_str())
@@ -57,7 +57,7 @@ impl SqlStore {
         .await?;
         for (name, identity) in &install.identities {
             sqlx::query(
-                "INSERT INTO install_identities (install_id, name, identity_id) VALUES (?, ?, ?)",
+                "INSERT INTO install_identities (install_id, name, identity_id) VALUES ($1, $2, $3)",
             )
             .bind(install.id.as_str())
             .bind(name)
@@ -72,7 +72,7 @@ impl SqlStore {
 #[async_trait]
 impl InstallStore for SqlStore {
     async fn get_install(&self, id: &InstallId) -> Result<Option<Install>> {
-        let row = sqlx::query("SELECT * FROM installs WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM installs WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -89,15 +89,12 @@ impl InstallStore for SqlStore {
         tags: &[TagFilter],
     ) -> Result<Vec<Install>> {
         let sql = format!(
-            "SELECT * FROM installs WHERE integration_id = ? AND (? IS NULL OR tenant = ?){} \
+            "SELECT * FROM installs WHERE integration_id = $1 AND (CAST($2 AS TEXT) IS NULL OR tenant = $2){} \
              ORDER BY created_at DESC, id",
-            tag_clauses("install", "id", tags.len())
+            tag_clauses("install", "id", tags.len(), 3)
         );
         let tenant = tenant.map(TenantId::as_str);
-        let mut query = sqlx::query(&sql)
-            .bind(integration.as_str())
-            .bind(tenant)
-            .bind(tenant);
+        let mut query = sqlx::query(&sql).bind(integration.as_str()).bind(tenant);
         for filter in tags {
             query = query.bind(&filter.key).bind(&filter.value);
         }
@@ -111,11 +108,11 @@ impl InstallStore for SqlStore {
 
     async fn delete_install(&self, id: &InstallId) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM entity_tags WHERE kind = 'install' AND entity_id = ?")
+        sqlx::query("DELETE FROM entity_tags WHERE kind = 'install' AND entity_id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM installs WHERE id = ?")
+        let done = sqlx::query("DELETE FROM installs WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;

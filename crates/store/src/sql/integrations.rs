@@ -3,14 +3,14 @@
 use async_trait::async_trait;
 use splice_domain::{Integration, IntegrationId};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{SqlStore, from_json, read_meta, to_json};
 use crate::{IntegrationStore, Result, StoreError, StoredProgram};
 
 const COLUMNS: &str = "id, files, connectors, runtime, tags, created_at, updated_at, version";
 
-fn read_integration(row: &SqliteRow) -> Result<Integration> {
+fn read_integration(row: &AnyRow) -> Result<Integration> {
     let id =
         IntegrationId::parse(row.try_get("id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(Integration {
@@ -32,7 +32,7 @@ impl IntegrationStore for SqlStore {
         // The upsert keeps created_at and bumps version, so concurrent deploys serialize.
         let row = sqlx::query(&format!(
             "INSERT INTO integrations (id, files, bytecode, connectors, runtime, tags, \
-             created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) \
+             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) \
              ON CONFLICT (id) DO UPDATE SET files = excluded.files, \
              bytecode = excluded.bytecode, connectors = excluded.connectors, \
              runtime = excluded.runtime, tags = excluded.tags, \
@@ -55,7 +55,7 @@ impl IntegrationStore for SqlStore {
     }
 
     async fn get_integration(&self, id: &IntegrationId) -> Result<Option<Integration>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM integrations WHERE id = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM integrations WHERE id = $1"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -64,7 +64,7 @@ impl IntegrationStore for SqlStore {
 
     async fn get_program(&self, id: &IntegrationId) -> Result<Option<StoredProgram>> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS}, bytecode FROM integrations WHERE id = ?"
+            "SELECT {COLUMNS}, bytecode FROM integrations WHERE id = $1"
         ))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -83,16 +83,24 @@ impl IntegrationStore for SqlStore {
         rows.iter().map(read_integration).collect()
     }
 
+    async fn integration_version(&self, id: &IntegrationId) -> Result<Option<i64>> {
+        let version = sqlx::query_scalar("SELECT version FROM integrations WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(version)
+    }
+
     async fn delete_integration(&self, id: &IntegrationId) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "DELETE FROM entity_tags WHERE kind = 'install' AND entity_id IN \
-             (SELECT id FROM installs WHERE integration_id = ?)",
+             (SELECT id FROM installs WHERE integration_id = $1)",
         )
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
-        let done = sqlx::query("DELETE FROM integrations WHERE id = ?")
+        let done = sqlx::query("DELETE FROM integrations WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;

@@ -14,7 +14,7 @@ impl InvocationStore for SqlStore {
         for r in records {
             sqlx::query(
                 "INSERT INTO invocations (integration_id, install_id, at, method, path, status, \
-                 duration_us, error, logs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 duration_us, error, logs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(r.integration.as_str())
             .bind(&r.install)
@@ -38,16 +38,14 @@ impl InvocationStore for SqlStore {
         query: &InvocationQuery,
     ) -> Result<Vec<InvocationRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM invocations WHERE integration_id = ? \
-             AND (? IS NULL OR install_id = ?) AND (? IS NULL OR at >= ?) \
-             AND (? IS NULL OR at < ?) ORDER BY at DESC, seq DESC LIMIT ?",
+            "SELECT * FROM invocations WHERE integration_id = $1 \
+             AND (CAST($2 AS TEXT) IS NULL OR install_id = $2) \
+             AND (CAST($3 AS BIGINT) IS NULL OR at >= $3) \
+             AND (CAST($4 AS BIGINT) IS NULL OR at < $4) ORDER BY at DESC, seq DESC LIMIT $5",
         )
         .bind(integration.as_str())
         .bind(&query.install)
-        .bind(&query.install)
         .bind(query.since)
-        .bind(query.since)
-        .bind(query.until)
         .bind(query.until)
         .bind(i64::from(query.limit))
         .fetch_all(&self.pool)

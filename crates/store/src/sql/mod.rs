@@ -2,20 +2,20 @@
 //! the connection setup and the migrations folder.
 
 mod connectors;
+mod copy;
+pub use copy::CopyReport;
 mod identities;
 mod installs;
 mod integrations;
 mod invocations;
 mod sessions;
 
-use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use splice_crypto::Cipher;
 use splice_domain::{Meta, Tags};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::{Result, StoreError};
 
@@ -23,16 +23,57 @@ use crate::{Result, StoreError};
 const KEY_CHECK: &[u8] = b"splice master key check v1";
 const KEY_CHECK_CONTEXT: &str = "meta:key_check";
 
+/// Which SQL database a store talks to. Queries are written once, with `$n` parameters, in
+/// the SQL both understand; the dialect matters for connection setup, migrations and locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The dialect a database URL names.
+    pub fn of(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// Connection pool settings.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// PostgreSQL `statement_timeout`; SQLite has none.
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            statement_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
 /// Storage over one SQL pool, with the cipher that seals secrets.
 #[derive(Clone)]
 pub struct SqlStore {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
     cipher: Cipher,
 }
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    #[error("unsupported database URL; use sqlite://… or postgres://…")]
+    UnsupportedUrl,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -45,34 +86,81 @@ pub enum OpenError {
 }
 
 impl SqlStore {
-    /// Opens (creating if needed) the SQLite database at `path` in WAL mode, applies the
-    /// embedded migrations and checks the master key against the database.
-    pub async fn open_sqlite(path: &Path, cipher: Cipher) -> Result<Self, OpenError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-
-        let store = Self { pool, cipher };
+    /// Connects to `url` (`sqlite://path` — created if missing, WAL mode — or
+    /// `postgres://…`), applies the embedded migrations (under PostgreSQL's migration lock, so
+    /// nodes starting together do not race) and checks the master key against the database.
+    pub async fn open(
+        url: &str,
+        cipher: Cipher,
+        settings: &PoolSettings,
+    ) -> Result<Self, OpenError> {
+        let store = Self::connect(url, cipher, settings).await?;
+        store.migrate().await?;
         store.check_master_key().await?;
         Ok(store)
     }
 
+    /// Opens the SQLite database file at `path`.
+    pub async fn open_sqlite(path: &std::path::Path, cipher: Cipher) -> Result<Self, OpenError> {
+        Self::open(&sqlite_url(path), cipher, &PoolSettings::default()).await
+    }
+
+    /// Connects and migrates without checking the master key (for copying raw rows).
+    pub(crate) async fn connect(
+        url: &str,
+        cipher: Cipher,
+        settings: &PoolSettings,
+    ) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::of(url).ok_or(OpenError::UnsupportedUrl)?;
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let timeout = settings.statement_timeout;
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    for statement in session_setup(dialect, timeout) {
+                        conn.execute(statement.as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(Self {
+            pool,
+            dialect,
+            cipher,
+        })
+    }
+
+    async fn migrate(&self) -> Result<(), OpenError> {
+        match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Dialect::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     async fn check_master_key(&self) -> Result<(), OpenError> {
         let sealed = self.cipher.encrypt(KEY_CHECK_CONTEXT, KEY_CHECK);
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('key_check', ?) ON CONFLICT DO NOTHING")
-            .bind(sealed)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('key_check', $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
         let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'key_check'")
             .fetch_one(&self.pool)
             .await?;
@@ -84,7 +172,7 @@ impl SqlStore {
 
     /// Reads a value from the `meta` table.
     pub async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let value = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        let value = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
@@ -94,7 +182,7 @@ impl SqlStore {
     /// Writes a value to the `meta` table unless the key exists; returns whether it wrote.
     pub async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<bool> {
         let done =
-            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(key)
                 .bind(value)
                 .execute(&self.pool)
@@ -111,15 +199,48 @@ impl SqlStore {
         self.cipher.encrypt(context, plain)
     }
 
-    fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+    fn unseal(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>> {
         self.cipher
             .decrypt(context, sealed)
             .map_err(|e| StoreError::Corrupt(format!("{context}: {e}")))
     }
 }
 
+#[async_trait::async_trait]
+impl crate::ClusterStore for SqlStore {
+    fn is_shared(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// The URL of a SQLite database file.
+pub fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// Statements run on every new connection.
+fn session_setup(dialect: Dialect, statement_timeout: Option<Duration>) -> Vec<String> {
+    match dialect {
+        Dialect::Sqlite => vec![
+            "PRAGMA journal_mode = WAL".into(),
+            "PRAGMA synchronous = NORMAL".into(),
+            "PRAGMA foreign_keys = ON".into(),
+            "PRAGMA busy_timeout = 5000".into(),
+        ],
+        Dialect::Postgres => match statement_timeout {
+            Some(t) => vec![format!("SET statement_timeout = {}", t.as_millis())],
+            None => vec![],
+        },
+    }
+}
+
 /// Reads the common `tags, created_at, updated_at, version` columns.
-fn read_meta(row: &SqliteRow) -> Result<Meta> {
+fn read_meta(row: &AnyRow) -> Result<Meta> {
     let tags: String = row.try_get("tags")?;
     Ok(Meta {
         tags: from_json(&tags, "tags")?,
@@ -144,35 +265,42 @@ fn parse_column<T>(raw: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> 
 
 /// Replaces the searchable tag rows of one entity, inside the caller's transaction.
 async fn write_tags(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     kind: &str,
     entity_id: &str,
     tags: &Tags,
 ) -> Result<()> {
-    sqlx::query("DELETE FROM entity_tags WHERE kind = ? AND entity_id = ?")
+    sqlx::query("DELETE FROM entity_tags WHERE kind = $1 AND entity_id = $2")
         .bind(kind)
         .bind(entity_id)
         .execute(&mut *tx)
         .await?;
     for (key, value) in tags.iter() {
-        sqlx::query("INSERT INTO entity_tags (kind, entity_id, key, value) VALUES (?, ?, ?, ?)")
-            .bind(kind)
-            .bind(entity_id)
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO entity_tags (kind, entity_id, key, value) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(kind)
+        .bind(entity_id)
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }
 
-/// Appends one `AND id IN (…)` clause per tag filter; bind the key and value of each in order.
-fn tag_clauses(kind: &str, id_column: &str, count: usize) -> String {
-    let clause = format!(
-        " AND {id_column} IN (SELECT entity_id FROM entity_tags \
-         WHERE kind = '{kind}' AND key = ? AND value = ?)"
-    );
-    clause.repeat(count)
+/// One `AND id IN (…)` clause per tag filter, numbering parameters from `first`; bind the key
+/// and value of each filter in order.
+fn tag_clauses(kind: &str, id_column: &str, count: usize, first: usize) -> String {
+    (0..count)
+        .map(|i| {
+            let (key, value) = (first + 2 * i, first + 2 * i + 1);
+            format!(
+                " AND {id_column} IN (SELECT entity_id FROM entity_tags \
+                 WHERE kind = '{kind}' AND key = ${key} AND value = ${value})"
+            )
+        })
+        .collect()
 }
 
 /// Maps a unique-constraint violation to [`StoreError::Conflict`].

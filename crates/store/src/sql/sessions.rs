@@ -7,7 +7,7 @@ use splice_domain::{
     SessionStatus, TenantId,
 };
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{SqlStore, from_json, parse_column, read_meta, to_json};
 use crate::{Result, SessionStore, StoreError};
@@ -20,7 +20,7 @@ fn verifier_context(state_hash: &str) -> String {
     format!("auth_state:{state_hash}:pkce_verifier")
 }
 
-fn read_session(row: &SqliteRow) -> Result<Session> {
+fn read_session(row: &AnyRow) -> Result<Session> {
     let status: String = row.try_get("status")?;
     let error: Option<String> = row.try_get("error")?;
     let install: Option<String> = row.try_get("install_id")?;
@@ -41,10 +41,10 @@ fn read_session(row: &SqliteRow) -> Result<Session> {
 }
 
 /// Writes a session with a version check inside the caller's transaction.
-async fn rewrite_session(tx: &mut sqlx::SqliteConnection, session: &Session) -> Result<()> {
+async fn rewrite_session(tx: &mut sqlx::AnyConnection, session: &Session) -> Result<()> {
     let done = sqlx::query(
-        "UPDATE sessions SET status = ?, steps = ?, error = ?, install_id = ?, tags = ?, \
-         updated_at = ?, version = ? WHERE id = ? AND version = ?",
+        "UPDATE sessions SET status = $1, steps = $2, error = $3, install_id = $4, tags = $5, \
+         updated_at = $6, version = $7 WHERE id = $8 AND version = $9",
     )
     .bind(session.status.as_str())
     .bind(to_json(&session.steps))
@@ -72,7 +72,7 @@ impl SessionStore for SqlStore {
         sqlx::query(
             "INSERT INTO sessions (id, integration_id, tenant, redirect_url, status, steps, \
              error, install_id, expires_at, tags, created_at, updated_at, version) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(session.id.as_str())
         .bind(session.integration.as_str())
@@ -93,7 +93,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        let row = sqlx::query("SELECT * FROM sessions WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -112,7 +112,7 @@ impl SessionStore for SqlStore {
             .map(|v| self.seal(&verifier_context(&state.state_hash), v.expose().as_bytes()));
         sqlx::query(
             "INSERT INTO auth_states (state_hash, session_id, step, connector_id, \
-             pkce_verifier, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+             pkce_verifier, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&state.state_hash)
         .bind(state.session.as_str())
@@ -127,7 +127,7 @@ impl SessionStore for SqlStore {
 
     async fn take_auth_state(&self, state_hash: &str) -> Result<Option<AuthState>> {
         // DELETE … RETURNING makes the state single-use even with racing callbacks.
-        let row = sqlx::query("DELETE FROM auth_states WHERE state_hash = ? RETURNING *")
+        let row = sqlx::query("DELETE FROM auth_states WHERE state_hash = $1 RETURNING *")
             .bind(state_hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -135,7 +135,7 @@ impl SessionStore for SqlStore {
         let sealed: Option<Vec<u8>> = row.try_get("pkce_verifier")?;
         let pkce_verifier = match sealed {
             Some(sealed) => {
-                let plain = self.open(&verifier_context(state_hash), &sealed)?;
+                let plain = self.unseal(&verifier_context(state_hash), &sealed)?;
                 Some(Secret::new(String::from_utf8(plain).map_err(corrupt)?))
             }
             None => None,

@@ -9,14 +9,98 @@ use tempfile::TempDir;
 use super::{OpenError, SqlStore};
 use crate::*;
 
-async fn open() -> (SqlStore, TempDir, MasterKey) {
-    let dir = tempfile::tempdir().unwrap();
-    let key = MasterKey::generate();
-    let store = SqlStore::open_sqlite(&dir.path().join("splice.db"), Cipher::new(&key))
-        .await
-        .unwrap();
-    (store, dir, key)
+/// One test database: a SQLite file in a temporary directory, or a fresh PostgreSQL database
+/// created under `SPLICE_TEST_DATABASE_URL`.
+struct TestDb {
+    url: String,
+    key: MasterKey,
+    _dir: TempDir,
 }
+
+impl TestDb {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = super::sqlite_url(&dir.path().join("splice.db"));
+        Self {
+            url,
+            key: MasterKey::generate(),
+            _dir: dir,
+        }
+    }
+
+    /// `None` when no PostgreSQL server is configured for tests.
+    async fn postgres() -> Option<Self> {
+        use sqlx::Connection;
+        let admin = std::env::var("SPLICE_TEST_DATABASE_URL").ok()?;
+        let name = format!(
+            "splice_test_{}",
+            splice_crypto::random_token(9)
+                .to_lowercase()
+                .replace(['-', '_'], "x")
+        );
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to SPLICE_TEST_DATABASE_URL");
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').expect("database URL has a path").0;
+        let url = format!("{base}/{name}");
+        Some(Self {
+            url,
+            key: MasterKey::generate(),
+            _dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    async fn open(&self) -> SqlStore {
+        let settings = super::PoolSettings::default();
+        SqlStore::open(&self.url, Cipher::new(&self.key), &settings)
+            .await
+            .unwrap()
+    }
+}
+
+/// Runs each named test body on SQLite, and on PostgreSQL when one is configured.
+macro_rules! storage_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$name(&db, db.open().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(db) = super::TestDb::postgres().await else {
+                        eprintln!("SPLICE_TEST_DATABASE_URL is not set; skipping the PostgreSQL run");
+                        return;
+                    };
+                    super::$name(&db, db.open().await).await;
+                }
+            )*
+        }
+    };
+}
+
+storage_suite!(
+    connector_round_trips_with_its_secret,
+    connector_update_checks_the_version,
+    deploys_bump_the_version_and_keep_created_at,
+    auth_state_is_single_use,
+    identities_are_found_by_subject_and_tenant,
+    token_updates_lose_to_a_newer_writer,
+    status_changes_are_stored_with_the_reason,
+    commit_creates_the_install_and_marks_the_session,
+    invocations_list_newest_first_with_filters,
+    a_different_master_key_is_refused,
+    refresh_guards_exclude_each_other_across_pools,
+);
 
 fn tags(pairs: &[(&str, &str)]) -> Tags {
     let map = pairs
@@ -94,10 +178,9 @@ fn session(integration: &str, tenant: &str) -> Session {
     }
 }
 
-/// A store with connector `idp`, integration `sync`, and one session of tenant `acme` whose
-/// step holds a new identity.
-async fn seeded() -> (SqlStore, TempDir, Session, Identity) {
-    let (store, dir, _) = open().await;
+/// Connector `idp`, integration `sync`, and one session of tenant `acme` whose step holds a
+/// new identity.
+async fn seed(store: &SqlStore) -> (Session, Identity) {
     store
         .create_connector(&connector("idp", "client-secret-1"))
         .await
@@ -116,12 +199,10 @@ async fn seeded() -> (SqlStore, TempDir, Session, Identity) {
         .attach_identity(&session, &identity, true)
         .await
         .unwrap();
-    (store, dir, session, identity)
+    (session, identity)
 }
 
-#[tokio::test]
-async fn connector_round_trips_with_its_secret() {
-    let (store, _dir, _) = open().await;
+async fn connector_round_trips_with_its_secret(_db: &TestDb, store: SqlStore) {
     let created = connector("idp", "client-secret-1");
     store.create_connector(&created).await.unwrap();
 
@@ -132,9 +213,7 @@ async fn connector_round_trips_with_its_secret() {
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 }
 
-#[tokio::test]
-async fn connector_update_checks_the_version() {
-    let (store, _dir, _) = open().await;
+async fn connector_update_checks_the_version(_db: &TestDb, store: SqlStore) {
     let mut c = connector("idp", "one");
     store.create_connector(&c).await.unwrap();
 
@@ -160,9 +239,7 @@ async fn connector_update_checks_the_version() {
     assert!(store.get_connector(&c.id).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn deploys_bump_the_version_and_keep_created_at() {
-    let (store, _dir, _) = open().await;
+async fn deploys_bump_the_version_and_keep_created_at(_db: &TestDb, store: SqlStore) {
     let (first, created) = store
         .put_integration(&integration("sync"), b"v1")
         .await
@@ -183,9 +260,8 @@ async fn deploys_bump_the_version_and_keep_created_at() {
     assert_eq!(program.integration.meta.version, 2);
 }
 
-#[tokio::test]
-async fn auth_state_is_single_use() {
-    let (store, _dir, session, _) = seeded().await;
+async fn auth_state_is_single_use(_db: &TestDb, store: SqlStore) {
+    let (session, _) = seed(&store).await;
     let state = AuthState {
         state_hash: "hash-1".into(),
         session: session.id.clone(),
@@ -201,9 +277,8 @@ async fn auth_state_is_single_use() {
     assert_eq!(store.take_auth_state("unknown").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn identities_are_found_by_subject_and_tenant() {
-    let (store, _dir, _, identity) = seeded().await;
+async fn identities_are_found_by_subject_and_tenant(_db: &TestDb, store: SqlStore) {
+    let (_, identity) = seed(&store).await;
     let connector = ConnectorId::parse("idp").unwrap();
     let acme = TenantId::parse("acme").unwrap();
 
@@ -242,9 +317,8 @@ async fn identities_are_found_by_subject_and_tenant() {
     );
 }
 
-#[tokio::test]
-async fn token_updates_lose_to_a_newer_writer() {
-    let (store, _dir, _, identity) = seeded().await;
+async fn token_updates_lose_to_a_newer_writer(_db: &TestDb, store: SqlStore) {
+    let (_, identity) = seed(&store).await;
     let mut fresh = identity.tokens.clone();
     fresh.access_token = Secret::new("access-2");
 
@@ -264,9 +338,8 @@ async fn token_updates_lose_to_a_newer_writer() {
     assert_eq!(now.tokens.access_token.expose(), "access-2");
 }
 
-#[tokio::test]
-async fn status_changes_are_stored_with_the_reason() {
-    let (store, _dir, _, mut identity) = seeded().await;
+async fn status_changes_are_stored_with_the_reason(_db: &TestDb, store: SqlStore) {
+    let (_, mut identity) = seed(&store).await;
     identity.status = IdentityStatus::NeedsReauth;
     identity.status_reason = Some("invalid_grant: revoked".into());
     identity.meta.version += 1;
@@ -288,9 +361,8 @@ async fn status_changes_are_stored_with_the_reason() {
     assert_eq!(healed.status_reason, None);
 }
 
-#[tokio::test]
-async fn commit_creates_the_install_and_marks_the_session() {
-    let (store, _dir, mut session, identity) = seeded().await;
+async fn commit_creates_the_install_and_marks_the_session(_db: &TestDb, store: SqlStore) {
+    let (mut session, identity) = seed(&store).await;
     let install = Install {
         id: InstallId::generate(),
         integration: session.integration.clone(),
@@ -345,9 +417,7 @@ async fn commit_creates_the_install_and_marks_the_session() {
     );
 }
 
-#[tokio::test]
-async fn invocations_list_newest_first_with_filters() {
-    let (store, _dir, _) = open().await;
+async fn invocations_list_newest_first_with_filters(_db: &TestDb, store: SqlStore) {
     let id = IntegrationId::parse("sync").unwrap();
     let record = |at: i64, install: Option<&str>| InvocationRecord {
         integration: id.clone(),
@@ -395,21 +465,63 @@ async fn invocations_list_newest_first_with_filters() {
     assert_eq!(store.list_invocations(&id, &window).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_different_master_key_is_refused() {
-    let (store, dir, _) = open().await;
+async fn a_different_master_key_is_refused(db: &TestDb, store: SqlStore) {
     store.close().await;
     let other = Cipher::new(&MasterKey::generate());
-    let err = SqlStore::open_sqlite(&dir.path().join("splice.db"), other)
+    let settings = super::PoolSettings::default();
+    let err = SqlStore::open(&db.url, other, &settings)
         .await
         .err()
         .unwrap();
     assert!(matches!(err, OpenError::WrongMasterKey), "{err:?}");
 }
 
+/// Two pools stand for two nodes: the second guard waits until the first is released.
+async fn refresh_guards_exclude_each_other_across_pools(db: &TestDb, store: SqlStore) {
+    let (_, identity) = seed(&store).await;
+    if store.dialect() == super::Dialect::Sqlite {
+        // A SQLite store serves one node; the in-process lock is the whole guard.
+        let guard = store.refresh_guard(&identity.id).await.unwrap();
+        guard.release().await;
+        return;
+    }
+    let other_node = db.open().await;
+    let first = store.refresh_guard(&identity.id).await.unwrap();
+
+    let id = identity.id.clone();
+    let waiter = tokio::spawn(async move {
+        let guard = other_node.refresh_guard(&id).await.unwrap();
+        guard.release().await;
+        std::time::Instant::now()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "second node took the guard while the first held it"
+    );
+    let released_at = std::time::Instant::now();
+    first.release().await;
+    let acquired_at = waiter.await.unwrap();
+    assert!(acquired_at >= released_at);
+
+    // Dropping a guard without releasing it (a failed refresh) frees it too.
+    let dropped = store.refresh_guard(&identity.id).await.unwrap();
+    drop(dropped);
+    let again = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.refresh_guard(&identity.id),
+    )
+    .await
+    .expect("a dropped guard is released")
+    .unwrap();
+    again.release().await;
+}
+
 #[tokio::test]
 async fn no_secret_reaches_the_database_file() {
-    let (store, dir, session, identity) = seeded().await;
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    let (session, identity) = seed(&store).await;
     let state = AuthState {
         state_hash: "h".into(),
         session: session.id.clone(),
@@ -422,7 +534,7 @@ async fn no_secret_reaches_the_database_file() {
     store.close().await;
 
     let mut raw = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
+    for entry in std::fs::read_dir(db._dir.path()).unwrap() {
         raw.extend(std::fs::read(entry.unwrap().path()).unwrap());
     }
     assert!(raw.len() > 4096, "database files were read");
@@ -437,4 +549,52 @@ async fn no_secret_reaches_the_database_file() {
     }
     // Non-secret data is stored, so the search above looks at real content.
     assert!(raw.windows(5).any(|w| w == b"alice"));
+}
+
+/// Copies a seeded SQLite store into a second SQLite store, and into PostgreSQL when one is
+/// configured; secrets still open under the same key.
+#[tokio::test]
+async fn copy_moves_every_row_and_secrets_still_open() {
+    let source_db = TestDb::sqlite().await;
+    let source = source_db.open().await;
+    let (session, identity) = seed(&source).await;
+    let record = InvocationRecord {
+        integration: session.integration.clone(),
+        install: None,
+        at: 7,
+        method: "GET".into(),
+        path: "/".into(),
+        status: 200,
+        duration_us: 1,
+        error: None,
+        logs: serde_json::json!([]),
+    };
+    source.record_invocations(&[record]).await.unwrap();
+
+    let mut targets = vec![TestDb::sqlite().await];
+    targets.extend(TestDb::postgres().await);
+    for mut target_db in targets {
+        target_db.key = source_db.key.clone();
+        let target = target_db.open().await;
+        let report = source.copy_into(&target).await.unwrap();
+        let rows = |table: &str| report.iter().find(|(t, _)| *t == table).unwrap().1;
+        assert_eq!(rows("connectors"), 1);
+        assert_eq!(rows("identities"), 1);
+        assert_eq!(rows("sessions"), 1);
+        assert_eq!(rows("invocations"), 1);
+
+        let copied = target.get_identity(&identity.id).await.unwrap().unwrap();
+        assert_eq!(copied.tokens, identity.tokens);
+        let connector = target
+            .get_connector(&identity.connector)
+            .await
+            .unwrap()
+            .unwrap();
+        let ConnectorConfig::OAuth2(config) = connector.config;
+        assert_eq!(config.client_secret.expose(), "client-secret-1");
+
+        // A second copy into a populated database is refused.
+        let err = source.copy_into(&target).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    }
 }
