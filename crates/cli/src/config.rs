@@ -162,7 +162,10 @@ mod tests {
     use super::*;
 
     #[test]
-    #[expect(clippy::result_large_err, reason = "figment::Jail's closure returns figment::Error")]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure returns figment::Error"
+    )]
     fn layers_apply_in_order_and_bad_values_name_the_key() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -12,4 +12,5 @@ mod e2e {
     mod connect;
     mod fixture;
     mod sandbox;
+    mod shutdown;
 }

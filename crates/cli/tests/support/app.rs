@@ -191,6 +191,27 @@ impl TestApp {
         let _ = child.wait();
     }
 
+    /// Sends SIGTERM, as an orchestrator stopping the node would.
+    pub fn terminate(&self) {
+        let pid = lock(&self.child).id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its status.
+    pub async fn wait_exit(&self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = lock(&self.child).try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     /// This node's own base URL, `http://127.0.0.1:<port>`.
     pub fn public_url(&self) -> &str {
         &self.base_url
