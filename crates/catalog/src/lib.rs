@@ -221,13 +221,21 @@ mod tests {
         assert!(matches!(err, CatalogError::MissingSetting(ref name) if name == "shop"));
         // A value that would move the request to another host is refused.
         for evil in ["evil.com/x?", "acme.evil.com#", "a b", "-acme"] {
-            let err = shopify.resolve_settings(&values(&[("shop", evil)])).unwrap_err();
-            assert!(matches!(err, CatalogError::InvalidSetting { .. }), "{evil}: {err:?}");
+            let err = shopify
+                .resolve_settings(&values(&[("shop", evil)]))
+                .unwrap_err();
+            assert!(
+                matches!(err, CatalogError::InvalidSetting { .. }),
+                "{evil}: {err:?}"
+            );
         }
         let resolved = shopify
             .resolve_settings(&values(&[("shop", "acme-store"), ("other", "x")]))
             .unwrap();
-        assert_eq!(resolved, values(&[("api_version", "2025-01"), ("shop", "acme-store")]));
+        assert_eq!(
+            resolved,
+            values(&[("api_version", "2025-01"), ("shop", "acme-store")])
+        );
 
         let microsoft = catalog.get("microsoft").unwrap();
         let resolved = microsoft.resolve_settings(&values(&[])).unwrap();
@@ -273,7 +281,11 @@ mod tests {
     fn callback_captures_accept_plain_ids_only() {
         // QuickBooks puts the company id on the callback, not in the token response.
         let quickbooks = Catalog::builtin().get("quickbooks").unwrap().clone();
-        let query = values(&[("code", "c"), ("state", "s"), ("realmId", "9130357766900001")]);
+        let query = values(&[
+            ("code", "c"),
+            ("state", "s"),
+            ("realmId", "9130357766900001"),
+        ]);
         let captured = quickbooks.callback_captures(&query).unwrap();
         assert_eq!(captured, values(&[("realm_id", "9130357766900001")]));
         assert_eq!(
@@ -294,7 +306,14 @@ mod tests {
         let catalog = Catalog::builtin();
         let stripe = catalog.get("stripe").unwrap();
         let target = stripe.api_key_target(&BTreeMap::new()).unwrap();
-        assert_eq!(target, (ApiKeyPlacement::Header, "Authorization".into(), "Bearer ".into()));
+        assert_eq!(
+            target,
+            (
+                ApiKeyPlacement::Header,
+                "Authorization".into(),
+                "Bearer ".into()
+            )
+        );
 
         let generic = catalog.get("api_key").unwrap();
         let resolved = generic
@@ -305,14 +324,24 @@ mod tests {
             ]))
             .unwrap();
         let target = generic.api_key_target(&resolved).unwrap();
-        assert_eq!(target, (ApiKeyPlacement::Header, "X-Api-Token".into(), "Token ".into()));
+        assert_eq!(
+            target,
+            (
+                ApiKeyPlacement::Header,
+                "X-Api-Token".into(),
+                "Token ".into()
+            )
+        );
 
         let query = catalog.get("api_key_query").unwrap();
         let resolved = query
             .resolve_settings(&values(&[("base_url", "https://api.test")]))
             .unwrap();
         let target = query.api_key_target(&resolved).unwrap();
-        assert_eq!(target, (ApiKeyPlacement::Query, "api_key".into(), String::new()));
+        assert_eq!(
+            target,
+            (ApiKeyPlacement::Query, "api_key".into(), String::new())
+        );
 
         let basic = catalog.get("basic").unwrap();
         assert_eq!(basic.auth_mode, AuthMode::Basic);

@@ -53,6 +53,12 @@ pub struct Config {
     /// PostgreSQL statement timeout; 0 disables it.
     pub database_statement_timeout_ms: u64,
     pub refresh_margin_secs: u64,
+    /// Seconds between token sweeps (refreshing expiring and idle identities).
+    pub sweep_interval_secs: u64,
+    /// Refresh identities whose tokens are older than this, so unused refresh tokens live.
+    pub idle_refresh_secs: u64,
+    /// An identity whose refreshes failed on this many days is dead.
+    pub dead_after_days: i64,
     pub session_ttl_secs: u64,
     pub shutdown_grace_secs: u64,
     /// Worker threads running integration code (default: one per CPU).
@@ -75,6 +81,9 @@ impl Default for Config {
             database_pool_size: 16,
             database_statement_timeout_ms: 30_000,
             refresh_margin_secs: 300,
+            sweep_interval_secs: 60,
+            idle_refresh_secs: 24 * 3600,
+            dead_after_days: 5,
             session_ttl_secs: 1800,
             shutdown_grace_secs: 30,
             sandbox_workers: None,
@@ -119,6 +128,12 @@ impl Config {
             && splice_store::Dialect::of(url).is_none()
         {
             bail!("invalid configuration: database_url must start with sqlite:// or postgres://");
+        }
+        if self.sweep_interval_secs == 0 {
+            bail!("invalid configuration: sweep_interval_secs must be at least 1");
+        }
+        if self.dead_after_days < 1 {
+            bail!("invalid configuration: dead_after_days must be at least 1");
         }
         if self.database_pool_size == 0 {
             bail!("invalid configuration: database_pool_size must be at least 1");

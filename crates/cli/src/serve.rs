@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use splice_crypto::{Cipher, MasterKey, random_token, sha256_hex};
+use splice_oauth::Lifecycle;
 use splice_sandbox::EngineConfig;
 use splice_server::{AppState, ServerConfig};
 use splice_store::SqlStore;
@@ -40,7 +41,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listen: config.listen,
         public_url: config.public_url()?,
         admin_key_hash,
-        refresh_margin: Duration::from_secs(config.refresh_margin_secs),
+        lifecycle: Lifecycle {
+            margin: Duration::from_secs(config.refresh_margin_secs),
+            dead_after_days: config.dead_after_days,
+            idle_refresh: Duration::from_secs(config.idle_refresh_secs),
+            ..Lifecycle::default()
+        },
+        sweep_interval: Duration::from_secs(config.sweep_interval_secs),
         session_ttl: Duration::from_secs(config.session_ttl_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         sandbox: sandbox_config(&config),

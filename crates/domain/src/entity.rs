@@ -82,6 +82,9 @@ impl ConnectorConfig {
 pub struct Connector {
     pub id: ConnectorId,
     pub config: ConnectorConfig,
+    /// Set when the provider rejected the connector's client (e.g. `invalid_client`): the
+    /// developer must fix its credentials. Cleared by an update.
+    pub misconfigured: Option<String>,
     pub meta: Meta,
 }
 
@@ -150,25 +153,51 @@ pub struct Integration {
 #[serde(rename_all = "snake_case")]
 pub enum IdentityStatus {
     Healthy,
-    /// The provider rejected the refresh token; the user must connect again.
+    /// A refresh is in flight.
+    Refreshing,
+    /// The provider rejected the grant; the user must connect again.
     NeedsReauth,
+    /// Refreshing failed on too many days in a row; the user must connect again.
+    Dead,
 }
 
 impl IdentityStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Healthy => "healthy",
+            Self::Refreshing => "refreshing",
             Self::NeedsReauth => "needs_reauth",
+            Self::Dead => "dead",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "healthy" => Some(Self::Healthy),
+            "refreshing" => Some(Self::Refreshing),
             "needs_reauth" => Some(Self::NeedsReauth),
+            "dead" => Some(Self::Dead),
             _ => None,
         }
     }
+
+    /// Whether the credential can still be used or refreshed.
+    pub fn is_usable(self) -> bool {
+        matches!(self, Self::Healthy | Self::Refreshing)
+    }
+}
+
+/// Refresh bookkeeping of an identity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefreshState {
+    /// When the tokens were last obtained (connect or refresh).
+    pub refreshed_at: Millis,
+    /// Distinct UTC days on which refreshing failed since the last success.
+    pub failure_days: i64,
+    /// The last such day, as days since the Unix epoch.
+    pub last_failure_day: Option<i64>,
+    /// No refresh is attempted before this time (backoff after a transient failure).
+    pub next_attempt_at: Option<Millis>,
 }
 
 /// The tokens of one identity. Encrypted as a whole at rest.
@@ -196,6 +225,7 @@ pub struct Identity {
     pub status_reason: Option<String>,
     pub status_at: Millis,
     pub tokens: TokenSet,
+    pub refresh: RefreshState,
     pub meta: Meta,
 }
 
@@ -310,4 +340,35 @@ pub struct InvocationRecord {
     pub error: Option<String>,
     /// Captured console lines, as JSON objects (`level`, `message`, `at_ms`).
     pub logs: serde_json::Value,
+}
+
+/// Something that happened, recorded for the application (`GET /v1/events`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub id: crate::EventId,
+    /// Dotted name, e.g. `identity.needs_reauth`.
+    pub kind: String,
+    pub at: Millis,
+    pub tenant: Option<TenantId>,
+    /// The id of the entity it is about.
+    pub subject: String,
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    pub fn new(
+        kind: &str,
+        tenant: Option<TenantId>,
+        subject: &str,
+        data: serde_json::Value,
+    ) -> Self {
+        Self {
+            id: crate::EventId::generate(),
+            kind: kind.to_owned(),
+            at: crate::now_millis(),
+            tenant,
+            subject: subject.to_owned(),
+            data,
+        }
+    }
 }

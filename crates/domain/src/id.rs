@@ -153,6 +153,10 @@ generated_id!(
     /// A session's id (`ses_…`).
     SessionId, "ses_"
 );
+generated_id!(
+    /// An event's id (`evt_…`).
+    EventId, "evt_"
+);
 
 #[cfg(test)]
 mod tests {

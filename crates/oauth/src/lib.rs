@@ -11,5 +11,5 @@ pub mod lifecycle;
 pub mod response;
 
 pub use client::{AuthorizeRequest, OAuthClient};
-pub use lifecycle::{TokenFailure, TokenManager};
+pub use lifecycle::{Lifecycle, SweepReport, TokenFailure, TokenManager};
 pub use response::{TokenError, TokenResponse};

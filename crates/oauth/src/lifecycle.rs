@@ -1,23 +1,32 @@
-//! Keeping identities' access tokens fresh.
+//! Keeping identities' access tokens fresh, and their health visible.
 //!
 //! Every use asks [`TokenManager::access_token`]. A token within the refresh margin of its
 //! expiry is refreshed first; concurrent uses of one identity share that refresh (a lock per
 //! identity in this process, then the store's cross-node guard, and the identity is re-read
 //! after taking both); the write carries the version that was read, so a slower refresher can
-//! never overwrite a newer token. A rejected grant marks
-//! the identity `needs_reauth` rather than deleting anything.
+//! never overwrite a newer token.
+//!
+//! Failures are classified: a rejected grant marks the identity `needs_reauth`; a rejected
+//! client flags the connector, not its identities; an outage or rate limit is transient: the
+//! identity backs off (protecting the provider) and counts the day, and only after
+//! [`Lifecycle::dead_after_days`] failing days is it `dead`. Each transition is recorded as an
+//! event in the same transaction. [`TokenManager::sweep`] refreshes identities about to expire
+//! and exercises idle ones so their refresh tokens do not lapse.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::json;
 use splice_domain::{
-    ConnectorConfig, Identity, IdentityId, IdentityStatus, Millis, TokenSet, now_millis,
+    ConnectorConfig, Event, Identity, IdentityId, IdentityStatus, Millis, TokenSet, now_millis,
 };
 use splice_store::{Store, StoreError};
 
 use crate::client::OAuthClient;
 use crate::response::{TokenError, TokenResponse};
+
+const DAY_MS: Millis = 86_400_000;
 
 /// Why no access token could be produced.
 #[derive(Debug, thiserror::Error)]
@@ -37,21 +46,59 @@ pub enum TokenFailure {
     Store(#[from] StoreError),
 }
 
+/// Settings of the token lifecycle.
+#[derive(Clone, Copy, Debug)]
+pub struct Lifecycle {
+    /// Refresh this long before a token expires.
+    pub margin: Duration,
+    /// An identity whose refreshes failed on this many distinct days is `dead`.
+    pub dead_after_days: i64,
+    /// Wait after a transient failure before asking the provider again; doubles with each
+    /// failing day, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// The sweep refreshes identities whose tokens are older than this, so refresh tokens that
+    /// lapse when unused stay alive.
+    pub idle_refresh: Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            margin: Duration::from_secs(300),
+            dead_after_days: 5,
+            backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(3600),
+            idle_refresh: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What one sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub checked: usize,
+    pub failed: usize,
+}
+
 /// Hands out fresh access tokens, refreshing them when needed.
 pub struct TokenManager {
     store: Arc<dyn Store>,
     client: OAuthClient,
-    margin: Duration,
+    settings: Lifecycle,
     locks: Mutex<HashMap<IdentityId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+fn millis(duration: Duration) -> Millis {
+    Millis::try_from(duration.as_millis()).unwrap_or(Millis::MAX)
+}
+
 impl TokenManager {
-    /// `margin` is how long before expiry a token is refreshed.
-    pub fn new(store: Arc<dyn Store>, client: OAuthClient, margin: Duration) -> Self {
+    pub fn new(store: Arc<dyn Store>, client: OAuthClient, settings: Lifecycle) -> Self {
         Self {
             store,
             client,
-            margin,
+            settings,
             locks: Mutex::default(),
         }
     }
@@ -64,8 +111,12 @@ impl TokenManager {
         force: bool,
     ) -> Result<Identity, TokenFailure> {
         let seen = self.load(id).await?;
-        if !force && !self.needs_refresh(&seen.tokens, now_millis()) {
+        let now = now_millis();
+        if !force && !self.needs_refresh(&seen.tokens, now) {
             return Ok(seen);
+        }
+        if seen.refresh.next_attempt_at.is_some_and(|at| at > now) {
+            return usable_or_unavailable(seen, "backing off after a failed refresh");
         }
 
         // One refresher per identity in this process, then one across nodes.
@@ -84,13 +135,39 @@ impl TokenManager {
         result
     }
 
+    /// Refreshes identities about to expire and exercises those whose tokens are older than
+    /// the idle period. Call it periodically, at most every `interval`.
+    pub async fn sweep(&self, interval: Duration) -> Result<SweepReport, StoreError> {
+        let now = now_millis();
+        let expiring_before = now + millis(self.settings.margin) + millis(interval);
+        let stale_before = now - millis(self.settings.idle_refresh);
+        let due = self
+            .store
+            .identities_due(expiring_before, stale_before, now, 500)
+            .await?;
+
+        let mut report = SweepReport::default();
+        for id in due {
+            report.checked += 1;
+            let stale = match self.store.get_identity(&id).await? {
+                Some(identity) => identity.refresh.refreshed_at < stale_before,
+                None => continue,
+            };
+            if let Err(err) = self.access_token(&id, stale).await {
+                report.failed += 1;
+                tracing::debug!(identity.id = %id, error = %err, "sweep could not refresh");
+            }
+        }
+        Ok(report)
+    }
+
     async fn load(&self, id: &IdentityId) -> Result<Identity, TokenFailure> {
         let identity = self
             .store
             .get_identity(id)
             .await?
             .ok_or(TokenFailure::NotFound)?;
-        if identity.status == IdentityStatus::NeedsReauth {
+        if !identity.status.is_usable() {
             let reason = identity.status_reason.clone().unwrap_or_default();
             return Err(TokenFailure::NeedsReauth(reason));
         }
@@ -98,13 +175,13 @@ impl TokenManager {
     }
 
     fn needs_refresh(&self, tokens: &TokenSet, now: Millis) -> bool {
-        let margin = Millis::try_from(self.margin.as_millis()).unwrap_or(Millis::MAX);
+        let margin = millis(self.settings.margin);
         tokens
             .expires_at
             .is_some_and(|at| at.saturating_sub(margin) <= now)
     }
 
-    /// Runs under the identity's lock: re-reads, and refreshes only if nobody else just did.
+    /// Runs under the identity's locks: re-reads, and refreshes only if nobody else just did.
     async fn refresh_locked(
         &self,
         id: &IdentityId,
@@ -112,9 +189,16 @@ impl TokenManager {
         force: bool,
     ) -> Result<Identity, TokenFailure> {
         let current = self.load(id).await?;
-        let refreshed_meanwhile = current.meta.version != seen.meta.version;
+        let refreshed_meanwhile = current.tokens != seen.tokens;
         if refreshed_meanwhile || (!force && !self.needs_refresh(&current.tokens, now_millis())) {
             return Ok(current);
+        }
+        if current
+            .refresh
+            .next_attempt_at
+            .is_some_and(|at| at > now_millis())
+        {
+            return usable_or_unavailable(current, "backing off after a failed refresh");
         }
 
         let Some(refresh_token) = current.tokens.refresh_token.clone() else {
@@ -125,13 +209,29 @@ impl TokenManager {
             .get_connector(&current.connector)
             .await?
             .ok_or_else(|| TokenFailure::ConnectorMisconfigured("connector was deleted".into()))?;
+        if let Some(reason) = &connector.misconfigured {
+            // The client was rejected: asking again for every identity would only hammer the
+            // provider. Updating the connector clears this.
+            return Err(TokenFailure::ConnectorMisconfigured(reason.clone()));
+        }
         let ConnectorConfig::OAuth2(config) = &connector.config;
 
+        let current = self.mark_refreshing(current).await?;
         tracing::debug!(identity.id = %id, "refreshing access token");
         match self.client.refresh(config, &refresh_token).await {
             Ok(response) => self.store_refreshed(current, response).await,
             Err(err) => self.refresh_failed(current, err).await,
         }
+    }
+
+    /// Shows the refresh in flight on the identity.
+    async fn mark_refreshing(&self, identity: Identity) -> Result<Identity, TokenFailure> {
+        if identity.status == IdentityStatus::Refreshing {
+            return Ok(identity);
+        }
+        let next = with_status(identity, IdentityStatus::Refreshing, None);
+        self.store.update_health(&next, None).await?;
+        Ok(next)
     }
 
     /// Merges a refresh response into the stored tokens (keeping the old refresh token and
@@ -142,6 +242,7 @@ impl TokenManager {
         response: TokenResponse,
     ) -> Result<Identity, TokenFailure> {
         let tokens = merge(&current.tokens, response);
+        let recovered = current.refresh.failure_days > 0;
         match self
             .store
             .update_tokens(&current.id, current.meta.version, &tokens)
@@ -149,6 +250,9 @@ impl TokenManager {
         {
             Ok(written) => {
                 tracing::info!(identity.id = %current.id, "access token refreshed");
+                if recovered {
+                    self.record(&written, "identity.recovered", json!({})).await;
+                }
                 Ok(written)
             }
             // Another writer stored a newer token after we read: theirs wins.
@@ -166,28 +270,75 @@ impl TokenManager {
             TokenError::Rejected { error, description } => {
                 let reason = format!("{error}: {description}");
                 tracing::warn!(identity.id = %current.id, %error, "refresh rejected; identity needs re-authorization");
-                self.mark_needs_reauth(current, &reason).await?;
+                self.set_unusable(current, IdentityStatus::NeedsReauth, &reason)
+                    .await?;
                 Err(TokenFailure::NeedsReauth(reason))
             }
             TokenError::Misconfigured { error, description } => {
+                let reason = format!("{error}: {description}");
                 tracing::error!(connector.id = %current.connector, %error, "provider rejected the connector's client");
-                Err(TokenFailure::ConnectorMisconfigured(format!(
-                    "{error}: {description}"
-                )))
+                let event = Event::new(
+                    "connector.misconfigured",
+                    None,
+                    current.connector.as_str(),
+                    json!({"connector": current.connector, "reason": reason}),
+                );
+                self.store
+                    .set_connector_misconfigured(&current.connector, Some(&reason), &event)
+                    .await?;
+                let healthy = with_status(current, IdentityStatus::Healthy, None);
+                ignore_lost_race(self.store.update_health(&healthy, None).await)?;
+                Err(TokenFailure::ConnectorMisconfigured(reason))
             }
             TokenError::Transient(reason) | TokenError::Invalid(reason) => {
                 tracing::warn!(identity.id = %current.id, %reason, "refresh failed");
-                // A token inside the margin but not yet expired still works: use it.
-                let still_valid = current
-                    .tokens
-                    .expires_at
-                    .is_some_and(|at| at > now_millis());
-                if still_valid {
-                    return Ok(current);
-                }
-                Err(TokenFailure::Unavailable(reason))
+                let current = self.count_failure(current, &reason).await?;
+                usable_or_unavailable(current, &reason)
             }
         }
+    }
+
+    /// Records a transient failure: counts the day, backs off, and after too many failing
+    /// days declares the identity dead.
+    async fn count_failure(
+        &self,
+        identity: Identity,
+        reason: &str,
+    ) -> Result<Identity, TokenFailure> {
+        let now = now_millis();
+        let today = now / DAY_MS;
+        let mut next = with_status(identity, IdentityStatus::Healthy, None);
+        let new_day = next.refresh.last_failure_day != Some(today);
+        if new_day {
+            next.refresh.failure_days += 1;
+            next.refresh.last_failure_day = Some(today);
+        }
+        let doublings = u32::try_from(next.refresh.failure_days.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(16);
+        let backoff = self
+            .settings
+            .backoff
+            .saturating_mul(1 << doublings)
+            .min(self.settings.max_backoff);
+        next.refresh.next_attempt_at = Some(now + millis(backoff));
+
+        let data = json!({"connector": next.connector, "reason": reason, "failure_days": next.refresh.failure_days});
+        let event = if next.refresh.failure_days >= self.settings.dead_after_days {
+            next.status = IdentityStatus::Dead;
+            next.status_reason = Some(format!(
+                "refreshing failed on {} days; last: {reason}",
+                next.refresh.failure_days
+            ));
+            next.status_at = now;
+            Some(self.event(&next, "identity.dead", data))
+        } else if new_day {
+            Some(self.event(&next, "identity.refresh_failed", data))
+        } else {
+            None
+        };
+        ignore_lost_race(self.store.update_health(&next, event.as_ref()).await)?;
+        Ok(next)
     }
 
     async fn without_refresh_token(
@@ -207,25 +358,43 @@ impl TokenManager {
         } else {
             "the access token expired and there is no refresh token"
         };
-        self.mark_needs_reauth(current, reason).await?;
+        self.set_unusable(current, IdentityStatus::NeedsReauth, reason)
+            .await?;
         Err(TokenFailure::NeedsReauth(reason.into()))
     }
 
-    async fn mark_needs_reauth(
+    async fn set_unusable(
         &self,
-        mut identity: Identity,
+        identity: Identity,
+        status: IdentityStatus,
         reason: &str,
     ) -> Result<(), TokenFailure> {
-        let now = now_millis();
-        identity.status = IdentityStatus::NeedsReauth;
-        identity.status_reason = Some(reason.to_owned());
-        identity.status_at = now;
-        identity.meta.updated_at = now;
-        identity.meta.version += 1;
-        match self.store.update_status(&identity).await {
-            // A newer write (a fresh token) makes this failure moot.
-            Ok(()) | Err(StoreError::VersionMismatch(_)) => Ok(()),
-            Err(err) => Err(err.into()),
+        let next = with_status(identity, status, Some(reason));
+        let kind = format!("identity.{}", status.as_str());
+        let event = self.event(
+            &next,
+            &kind,
+            json!({"connector": next.connector, "reason": reason}),
+        );
+        ignore_lost_race(self.store.update_health(&next, Some(&event)).await)
+    }
+
+    fn event(&self, identity: &Identity, kind: &str, data: serde_json::Value) -> Event {
+        Event::new(
+            kind,
+            Some(identity.tenant.clone()),
+            identity.id.as_str(),
+            data,
+        )
+    }
+
+    async fn record(&self, identity: &Identity, kind: &str, data: serde_json::Value) {
+        if let Err(err) = self
+            .store
+            .record_event(&self.event(identity, kind, data))
+            .await
+        {
+            tracing::warn!(error = %err, kind, "could not record an event");
         }
     }
 
@@ -241,6 +410,44 @@ impl TokenManager {
         if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
             locks.remove(id);
         }
+    }
+}
+
+/// The identity at its next version with a new status (and reason, for unusable ones).
+fn with_status(mut identity: Identity, status: IdentityStatus, reason: Option<&str>) -> Identity {
+    let now = now_millis();
+    if identity.status != status {
+        identity.status_at = now;
+    }
+    identity.status = status;
+    identity.status_reason = reason.map(str::to_owned);
+    identity.meta.updated_at = now;
+    identity.meta.version += 1;
+    identity
+}
+
+/// A newer write (a fresh token from another refresher) makes a health update moot.
+fn ignore_lost_race(result: Result<(), StoreError>) -> Result<(), TokenFailure> {
+    match result {
+        Ok(()) | Err(StoreError::VersionMismatch(_)) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// A token that has not expired yet still works while the provider is unavailable.
+fn usable_or_unavailable(identity: Identity, reason: &str) -> Result<Identity, TokenFailure> {
+    let still_valid = identity
+        .tokens
+        .expires_at
+        .is_none_or(|at| at > now_millis());
+    if still_valid && identity.status.is_usable() {
+        Ok(identity)
+    } else if identity.status.is_usable() {
+        Err(TokenFailure::Unavailable(reason.to_owned()))
+    } else {
+        Err(TokenFailure::NeedsReauth(
+            identity.status_reason.unwrap_or_default(),
+        ))
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
-use splice_oauth::{OAuthClient, TokenManager};
+use splice_oauth::{Lifecycle, OAuthClient, TokenManager};
 use splice_sandbox::{Engine, EngineConfig};
 use splice_store::Store;
 use url::Url;
@@ -40,8 +40,10 @@ pub struct ServerConfig {
     pub public_url: Url,
     /// SHA-256 (hex) of the admin API key.
     pub admin_key_hash: String,
-    /// Refresh access tokens this long before they expire.
-    pub refresh_margin: Duration,
+    /// Token refresh margin, backoff, dead-after-days and idle refresh.
+    pub lifecycle: Lifecycle,
+    /// How often the token sweep runs on this node.
+    pub sweep_interval: Duration,
     /// How long a connect session stays usable.
     pub session_ttl: Duration,
     /// How long in-flight requests may take to finish after a shutdown signal.
@@ -80,8 +82,9 @@ impl AppState {
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
             oauth.clone(),
-            config.refresh_margin,
+            config.lifecycle,
         ));
+        spawn_sweep(tokens.clone(), config.sweep_interval);
         let programs = programs::ProgramCache::default();
         let host = host::SpliceHost::new(store.clone(), tokens.clone(), programs.clone(), http);
         let engine = Arc::new(Engine::new(config.sandbox.clone(), Arc::new(host)));
@@ -108,6 +111,29 @@ impl AppState {
     pub fn public_base(&self) -> &str {
         self.public_url.as_str().trim_end_matches('/')
     }
+}
+
+/// Refreshes expiring and idle identities in the background. Every node sweeps; the
+/// cross-node refresh guard and version checks make overlapping sweeps harmless.
+fn spawn_sweep(tokens: Arc<TokenManager>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match tokens.sweep(interval).await {
+                Ok(report) if report.checked > 0 => {
+                    tracing::info!(
+                        checked = report.checked,
+                        failed = report.failed,
+                        "token sweep"
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "token sweep failed"),
+            }
+        }
+    });
 }
 
 fn outbound_client() -> reqwest::Client {
@@ -170,6 +196,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/integrations/{id}/installs/{install}",
             get(installs::get_install).delete(installs::delete_install),
         )
+        .route("/v1/events", get(events::list_events))
         .route("/v1/sessions/{id}", get(sessions::get_session))
         .route("/v1/sessions/{id}/commit", post(sessions::commit_session))
         .fallback(health::unknown_route)

@@ -29,6 +29,8 @@ pub fn connector(state: &AppState, connector: &Connector) -> Value {
         "type": connector.config.kind(),
         "config": config,
         "callback_url": state.callback_url(),
+        "status": if connector.misconfigured.is_some() { "misconfigured" } else { "ok" },
+        "status_reason": connector.misconfigured,
     });
     with_meta(body, &connector.meta)
 }
@@ -60,6 +62,9 @@ pub fn identity(identity: &Identity) -> Value {
         "status_at": rfc3339(identity.status_at),
         "expires_at": identity.tokens.expires_at.map(rfc3339),
         "scopes": identity.tokens.scopes,
+        "refreshed_at": rfc3339(identity.refresh.refreshed_at),
+        "failure_days": identity.refresh.failure_days,
+        "next_attempt_at": identity.refresh.next_attempt_at.map(rfc3339),
     });
     with_meta(body, &identity.meta)
 }

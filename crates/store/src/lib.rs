@@ -7,8 +7,9 @@
 use async_trait::async_trait;
 
 use splice_domain::{
-    AuthState, Connector, ConnectorId, Identity, IdentityId, Install, InstallId, Integration,
-    IntegrationId, InvocationRecord, Millis, Session, SessionId, TagFilter, TenantId, TokenSet,
+    AuthState, Connector, ConnectorId, Event, Identity, IdentityId, Install, InstallId,
+    Integration, IntegrationId, InvocationRecord, Millis, Session, SessionId, TagFilter, TenantId,
+    TokenSet,
 };
 
 mod sql;
@@ -59,6 +60,13 @@ pub trait ConnectorStore: Send + Sync {
     async fn list_connectors(&self) -> Result<Vec<Connector>>;
     /// Replaces a connector whose stored version is `connector.meta.version - 1`.
     async fn update_connector(&self, connector: &Connector) -> Result<()>;
+    /// Flags (with the reason) or clears a connector's misconfiguration, recording `event`.
+    async fn set_connector_misconfigured(
+        &self,
+        id: &ConnectorId,
+        reason: Option<&str>,
+        event: &Event,
+    ) -> Result<()>;
     /// Deletes a connector and, by cascade, its identities. False when it did not exist.
     async fn delete_connector(&self, id: &ConnectorId) -> Result<bool>;
 }
@@ -129,8 +137,19 @@ pub trait IdentityStore: Send + Sync {
     /// Held until [`RefreshGuard::release`] or drop, and released by the database if this
     /// process dies.
     async fn refresh_guard(&self, id: &IdentityId) -> Result<RefreshGuard>;
-    /// Marks an identity's health, with the reason, if still at `expected_version`.
-    async fn update_status(&self, identity: &Identity) -> Result<()>;
+    /// Writes an identity's health and refresh bookkeeping if the stored version is
+    /// `identity.meta.version - 1`, recording `event` in the same transaction.
+    async fn update_health(&self, identity: &Identity, event: Option<&Event>) -> Result<()>;
+    /// Usable identities with a refresh token whose access token expires before
+    /// `expiring_before`, or whose tokens were obtained before `stale_before`, and that are not
+    /// backing off at `now`. Oldest expiry first.
+    async fn identities_due(
+        &self,
+        expiring_before: Millis,
+        stale_before: Millis,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<IdentityId>>;
     async fn delete_identity(&self, id: &IdentityId) -> Result<bool>;
 }
 
@@ -158,6 +177,24 @@ pub trait InvocationStore: Send + Sync {
     ) -> Result<Vec<InvocationRecord>>;
 }
 
+/// Which events to list.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    pub kind: Option<String>,
+    pub tenant: Option<TenantId>,
+    pub subject: Option<String>,
+    /// Only events after this one (by id), for polling.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    async fn record_event(&self, event: &Event) -> Result<()>;
+    /// Newest first, or oldest first after the `after` cursor.
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+}
+
 /// How the database is shared and whether it answers.
 #[async_trait]
 pub trait ClusterStore: Send + Sync {
@@ -176,6 +213,7 @@ pub trait Store:
     + IdentityStore
     + InstallStore
     + InvocationStore
+    + EventStore
     + ClusterStore
 {
 }
@@ -187,6 +225,7 @@ impl<T> Store for T where
         + IdentityStore
         + InstallStore
         + InvocationStore
+        + EventStore
         + ClusterStore
 {
 }

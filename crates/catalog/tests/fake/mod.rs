@@ -1,5 +1,10 @@
 //! A local fake provider: answers queued responses and records what it was sent.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -156,7 +161,7 @@ async fn answer(
             a.body,
         )
             .into_response(),
-        None => (StatusCode::IMPORTANT, "no answer queued").into_response(),
+        None => (StatusCode::IM_A_TEAPOT, "no answer queued").into_response(),
     }
 }
 
@@ -200,7 +205,13 @@ impl Flow {
     pub async fn exchange(&self, answer: Answer) -> (Seen, Result<TokenSet, TokenError>) {
         self.fake.queue(answer);
         let verifier = Secret::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
-        let verifier = self.provider.oauth2.as_ref().unwrap().pkce.then_some(&verifier);
+        let verifier = self
+            .provider
+            .oauth2
+            .as_ref()
+            .unwrap()
+            .pkce
+            .then_some(&verifier);
         let result = self
             .client
             .exchange_code_with(&self.local_request(), "code-1", REDIRECT_URI, verifier)

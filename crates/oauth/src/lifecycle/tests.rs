@@ -9,7 +9,9 @@ use axum::{Form, Json, Router, routing::post};
 use serde_json::json;
 use splice_crypto::{Cipher, MasterKey};
 use splice_domain::*;
-use splice_store::{ConnectorStore, IdentityStore, IntegrationStore, SessionStore, SqlStore};
+use splice_store::{
+    ConnectorStore, EventQuery, EventStore, IdentityStore, IntegrationStore, SessionStore, SqlStore,
+};
 
 use super::*;
 
@@ -20,6 +22,7 @@ enum Mode {
     KeepRefreshToken,
     InvalidGrant,
     Unavailable,
+    BadClient,
 }
 
 struct Provider {
@@ -45,6 +48,9 @@ async fn token(
             Json(json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."})))
             .into_response(),
         Mode::Unavailable => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "<html>down</html>").into_response(),
+        Mode::BadClient => (axum::http::StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client", "error_description": "The OAuth client was not found."})))
+            .into_response(),
     }
 }
 
@@ -88,6 +94,7 @@ async fn fixture(mode: Mode, expires_at: Option<Millis>, refresh: Option<&str>) 
             client_auth: ClientAuth::Body,
             userinfo_url: None,
         }),
+        misconfigured: None,
         meta: Meta::new(Tags::default(), 0),
     };
     store.create_connector(&connector).await.unwrap();
@@ -114,6 +121,7 @@ async fn fixture(mode: Mode, expires_at: Option<Millis>, refresh: Option<&str>) 
             expires_at,
             scopes: vec!["read".into()],
         },
+        refresh: RefreshState::default(),
         meta: Meta::new(Tags::default(), 0),
     };
     // Identities are only ever created through a session step.
@@ -137,7 +145,11 @@ async fn fixture(mode: Mode, expires_at: Option<Millis>, refresh: Option<&str>) 
         .unwrap();
 
     let client = OAuthClient::new(reqwest::Client::new());
-    let manager = TokenManager::new(store.clone(), client, Duration::from_secs(300));
+    let settings = Lifecycle {
+        dead_after_days: 2,
+        ..Lifecycle::default()
+    };
+    let manager = TokenManager::new(store.clone(), client, settings);
     Fixture {
         manager,
         store,
@@ -304,4 +316,147 @@ fn merge_overwrites_only_what_the_response_carries() {
     );
     assert_eq!(merged.expires_at, Some(1_700_007_149_000));
     assert_eq!(merged.scopes, vec!["drive".to_string()]);
+}
+
+async fn events(store: &SqlStore) -> Vec<String> {
+    let query = EventQuery {
+        limit: 50,
+        ..Default::default()
+    };
+    let mut kinds: Vec<String> = store
+        .list_events(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    kinds.reverse();
+    kinds
+}
+
+#[tokio::test]
+async fn a_rejected_grant_is_an_event() {
+    let f = fixture(Mode::InvalidGrant, expired(), Some("refresh-0")).await;
+    f.manager
+        .access_token(&f.identity.id, false)
+        .await
+        .unwrap_err();
+    assert_eq!(events(&f.store).await, vec!["identity.needs_reauth"]);
+}
+
+#[tokio::test]
+async fn an_outage_backs_off_counts_days_and_only_then_kills() {
+    let f = fixture(Mode::Unavailable, expired(), Some("refresh-0")).await;
+    let err = f
+        .manager
+        .access_token(&f.identity.id, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenFailure::Unavailable(_)), "{err:?}");
+    let stored = f.store.get_identity(&f.identity.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, IdentityStatus::Healthy);
+    assert_eq!(stored.refresh.failure_days, 1);
+    assert!(stored.refresh.next_attempt_at.unwrap() > now_millis() + 20_000);
+
+    // While backing off, the provider is not asked again.
+    let err = f
+        .manager
+        .access_token(&f.identity.id, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenFailure::Unavailable(_)), "{err:?}");
+    assert_eq!(f.provider.grants.load(Ordering::SeqCst), 1);
+
+    // A second failing day (simulated: yesterday's failure, backoff over) makes it dead.
+    let mut aged = stored.clone();
+    aged.refresh.last_failure_day = Some(now_millis() / 86_400_000 - 1);
+    aged.refresh.next_attempt_at = None;
+    aged.meta.version += 1;
+    f.store.update_health(&aged, None).await.unwrap();
+    let err = f
+        .manager
+        .access_token(&f.identity.id, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenFailure::NeedsReauth(_)), "{err:?}");
+    let dead = f.store.get_identity(&f.identity.id).await.unwrap().unwrap();
+    assert_eq!(dead.status, IdentityStatus::Dead);
+    assert_eq!(dead.refresh.failure_days, 2);
+    assert_eq!(
+        events(&f.store).await,
+        vec!["identity.refresh_failed", "identity.dead"]
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_client_flags_the_connector_not_the_identity() {
+    let f = fixture(Mode::BadClient, expired(), Some("refresh-0")).await;
+    let err = f
+        .manager
+        .access_token(&f.identity.id, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TokenFailure::ConnectorMisconfigured(_)),
+        "{err:?}"
+    );
+
+    let identity = f.store.get_identity(&f.identity.id).await.unwrap().unwrap();
+    assert_eq!(identity.status, IdentityStatus::Healthy);
+    let connector = f
+        .store
+        .get_connector(&identity.connector)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        connector
+            .misconfigured
+            .unwrap()
+            .starts_with("invalid_client")
+    );
+    assert_eq!(events(&f.store).await, vec!["connector.misconfigured"]);
+
+    // Until the connector is fixed, the provider is not asked again.
+    f.manager
+        .access_token(&f.identity.id, false)
+        .await
+        .unwrap_err();
+    assert_eq!(f.provider.grants.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_sweep_refreshes_expiring_and_idle_identities() {
+    let f = fixture(Mode::Rotate, expired(), Some("refresh-0")).await;
+    let report = f.manager.sweep(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        report,
+        SweepReport {
+            checked: 1,
+            failed: 0
+        }
+    );
+    assert_eq!(f.provider.grants.load(Ordering::SeqCst), 1);
+
+    // Fresh now: nothing is due.
+    let report = f.manager.sweep(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(report.checked, 0);
+
+    // A token that never expires but was obtained long ago is exercised.
+    let idle = fixture(Mode::Rotate, None, Some("refresh-0")).await;
+    let report = idle.manager.sweep(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        report,
+        SweepReport {
+            checked: 1,
+            failed: 0
+        }
+    );
+    let stored = idle
+        .store
+        .get_identity(&idle.identity.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.tokens.refresh_token.unwrap().expose(), "refresh-1");
 }

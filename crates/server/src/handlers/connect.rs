@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use splice_crypto::{pkce_challenge, random_token, sha256_hex};
 use splice_domain::{
-    AuthState, ConnectorConfig, Identity, IdentityId, IdentityStatus, Meta, Secret, Session,
-    SessionError, SessionId, SessionStatus, Tags, TokenSet, now_millis,
+    AuthState, ConnectorConfig, Identity, IdentityId, IdentityStatus, Meta, RefreshState, Secret,
+    Session, SessionError, SessionId, SessionStatus, Tags, TokenSet, now_millis,
 };
 use splice_oauth::{AuthorizeRequest, TokenError, TokenResponse};
 
@@ -283,6 +283,10 @@ async fn identity_for(
         identity.status = IdentityStatus::Healthy;
         identity.status_reason = None;
         identity.status_at = now;
+        identity.refresh = RefreshState {
+            refreshed_at: now,
+            ..RefreshState::default()
+        };
         identity.meta.updated_at = now;
         identity.meta.version += 1;
         return Ok((identity, false));
@@ -300,6 +304,10 @@ async fn identity_for(
             refresh_token: response.refresh_token,
             expires_at: response.expires_at,
             scopes: response.scopes.unwrap_or_default(),
+        },
+        refresh: RefreshState {
+            refreshed_at: now,
+            ..RefreshState::default()
         },
         meta: Meta::new(Tags::default(), now),
     };

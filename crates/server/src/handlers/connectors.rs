@@ -49,6 +49,7 @@ pub async fn create_connector(
     let connector = Connector {
         id,
         config,
+        misconfigured: None,
         meta: Meta::new(body.tags, now_millis()),
     };
 
@@ -102,6 +103,7 @@ pub async fn update_connector(
         .unwrap_or_else(|| connector.config.kind().to_owned());
     connector.config = parse_config(&kind, config)?;
     connector.meta.tags = body.tags;
+    connector.misconfigured = None;
     connector.meta.updated_at = now_millis();
     connector.meta.version += 1;
 

@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod connectors;
+pub mod events;
 pub mod health;
 pub mod identities;
 pub mod installs;

@@ -1,7 +1,7 @@
 //! Connectors: their configuration as JSON, the client secret sealed in its own column.
 
 use async_trait::async_trait;
-use splice_domain::{Connector, ConnectorConfig, ConnectorId, OAuth2Config, Secret};
+use splice_domain::{Connector, ConnectorConfig, ConnectorId, Event, OAuth2Config, Secret};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -49,9 +49,18 @@ impl SqlStore {
                 )));
             }
         };
+        let status: String = row.try_get("status")?;
+        let misconfigured = match status.as_str() {
+            "misconfigured" => Some(
+                row.try_get::<Option<String>, _>("status_reason")?
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        };
         Ok(Connector {
             id,
             config,
+            misconfigured,
             meta: read_meta(row)?,
         })
     }
@@ -101,7 +110,8 @@ impl ConnectorStore for SqlStore {
         let sealed = self.seal(&secret_context(&connector.id), secret.expose().as_bytes());
         let done = sqlx::query(
             "UPDATE connectors SET kind = $1, config = $2, client_secret = $3, tags = $4, \
-             updated_at = $5, version = $6 WHERE id = $7 AND version = $8",
+             updated_at = $5, version = $6, status = 'ok', status_reason = NULL \
+             WHERE id = $7 AND version = $8",
         )
         .bind(connector.config.kind())
         .bind(config)
@@ -119,6 +129,29 @@ impl ConnectorStore for SqlStore {
                 connector.id
             )));
         }
+        Ok(())
+    }
+
+    async fn set_connector_misconfigured(
+        &self,
+        id: &ConnectorId,
+        reason: Option<&str>,
+        event: &Event,
+    ) -> Result<()> {
+        let status = if reason.is_some() {
+            "misconfigured"
+        } else {
+            "ok"
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE connectors SET status = $1, status_reason = $2 WHERE id = $3")
+            .bind(status)
+            .bind(reason)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        super::events::insert_event(&mut tx, event).await?;
+        tx.commit().await?;
         Ok(())
     }
 

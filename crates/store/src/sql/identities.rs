@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use splice_domain::{
-    ConnectorId, Identity, IdentityId, IdentityStatus, TagFilter, TenantId, TokenSet, now_millis,
+    ConnectorId, Event, Identity, IdentityId, IdentityStatus, Millis, RefreshState, TagFilter,
+    TenantId, TokenSet, now_millis,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -34,6 +35,12 @@ impl SqlStore {
             status_reason: row.try_get("status_reason")?,
             status_at: row.try_get("status_at")?,
             tokens,
+            refresh: RefreshState {
+                refreshed_at: row.try_get("refreshed_at")?,
+                failure_days: row.try_get("failure_days")?,
+                last_failure_day: row.try_get("last_failure_day")?,
+                next_attempt_at: row.try_get("next_attempt_at")?,
+            },
             meta: read_meta(row)?,
             id,
         })
@@ -51,8 +58,10 @@ impl SqlStore {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO identities (id, connector_id, tenant, subject, status, status_reason, \
-             status_at, tokens, expires_at, tags, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             status_at, tokens, expires_at, tags, created_at, updated_at, version, \
+             has_refresh_token, refreshed_at, failure_days, last_failure_day, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18)",
         )
         .bind(identity.id.as_str())
         .bind(identity.connector.as_str())
@@ -67,6 +76,11 @@ impl SqlStore {
         .bind(identity.meta.created_at)
         .bind(identity.meta.updated_at)
         .bind(identity.meta.version)
+        .bind(i64::from(identity.tokens.refresh_token.is_some()))
+        .bind(identity.refresh.refreshed_at)
+        .bind(identity.refresh.failure_days)
+        .bind(identity.refresh.last_failure_day)
+        .bind(identity.refresh.next_attempt_at)
         .execute(&mut *tx)
         .await
         .map_err(|e| super::conflict_on_unique(e, format!("identity {}", identity.id)))?;
@@ -82,8 +96,9 @@ impl SqlStore {
     ) -> Result<()> {
         let done = sqlx::query(
             "UPDATE identities SET subject = $1, status = $2, status_reason = $3, status_at = $4, \
-             tokens = $5, expires_at = $6, tags = $7, updated_at = $8, version = $9 \
-             WHERE id = $10 AND version = $11",
+             tokens = $5, expires_at = $6, tags = $7, updated_at = $8, version = $9, \
+             has_refresh_token = $12, refreshed_at = $13, failure_days = $14, \
+             last_failure_day = $15, next_attempt_at = $16 WHERE id = $10 AND version = $11",
         )
         .bind(&identity.subject)
         .bind(identity.status.as_str())
@@ -96,6 +111,11 @@ impl SqlStore {
         .bind(identity.meta.version)
         .bind(identity.id.as_str())
         .bind(identity.meta.version - 1)
+        .bind(i64::from(identity.tokens.refresh_token.is_some()))
+        .bind(identity.refresh.refreshed_at)
+        .bind(identity.refresh.failure_days)
+        .bind(identity.refresh.last_failure_day)
+        .bind(identity.refresh.next_attempt_at)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -165,8 +185,9 @@ impl IdentityStore for SqlStore {
         let row = sqlx::query(
             "UPDATE identities SET tokens = $1, expires_at = $2, status = 'healthy', \
              status_reason = NULL, status_at = CASE WHEN status = 'healthy' THEN status_at \
-             ELSE $3 END, updated_at = $4, version = version + 1 \
-             WHERE id = $5 AND version = $6 RETURNING *",
+             ELSE $3 END, updated_at = $4, version = version + 1, has_refresh_token = $7, \
+             refreshed_at = $4, failure_days = 0, last_failure_day = NULL, \
+             next_attempt_at = NULL WHERE id = $5 AND version = $6 RETURNING *",
         )
         .bind(self.seal_tokens(id, tokens))
         .bind(tokens.expires_at)
@@ -174,6 +195,7 @@ impl IdentityStore for SqlStore {
         .bind(now)
         .bind(id.as_str())
         .bind(expected_version)
+        .bind(i64::from(tokens.refresh_token.is_some()))
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -197,10 +219,12 @@ impl IdentityStore for SqlStore {
         Ok(RefreshGuard { tx: Some(tx) })
     }
 
-    async fn update_status(&self, identity: &Identity) -> Result<()> {
+    async fn update_health(&self, identity: &Identity, event: Option<&Event>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE identities SET status = $1, status_reason = $2, status_at = $3, \
-             updated_at = $4, version = $5 WHERE id = $6 AND version = $7",
+             updated_at = $4, version = $5, failure_days = $8, last_failure_day = $9, \
+             next_attempt_at = $10 WHERE id = $6 AND version = $7",
         )
         .bind(identity.status.as_str())
         .bind(&identity.status_reason)
@@ -209,7 +233,10 @@ impl IdentityStore for SqlStore {
         .bind(identity.meta.version)
         .bind(identity.id.as_str())
         .bind(identity.meta.version - 1)
-        .execute(&self.pool)
+        .bind(identity.refresh.failure_days)
+        .bind(identity.refresh.last_failure_day)
+        .bind(identity.refresh.next_attempt_at)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::VersionMismatch(format!(
@@ -217,7 +244,36 @@ impl IdentityStore for SqlStore {
                 identity.id
             )));
         }
+        if let Some(event) = event {
+            super::events::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn identities_due(
+        &self,
+        expiring_before: Millis,
+        stale_before: Millis,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<IdentityId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM identities WHERE status IN ('healthy', 'refreshing') \
+             AND has_refresh_token = 1 \
+             AND (expires_at < $1 OR refreshed_at < $2) \
+             AND (next_attempt_at IS NULL OR next_attempt_at <= $3) \
+             ORDER BY expires_at LIMIT $4",
+        )
+        .bind(expiring_before)
+        .bind(stale_before)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|id| IdentityId::parse(id).map_err(corrupt))
+            .collect()
     }
 
     async fn delete_identity(&self, id: &IdentityId) -> Result<bool> {

@@ -3,6 +3,7 @@
 
 mod connectors;
 mod copy;
+mod events;
 pub use copy::CopyReport;
 mod identities;
 mod installs;

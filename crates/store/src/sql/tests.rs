@@ -100,6 +100,9 @@ storage_suite!(
     invocations_list_newest_first_with_filters,
     a_different_master_key_is_refused,
     refresh_guards_exclude_each_other_across_pools,
+    due_identities_are_expiring_or_stale_and_not_backing_off,
+    events_list_newest_first_and_poll_after_a_cursor,
+    connectors_can_be_flagged_misconfigured,
 );
 
 fn tags(pairs: &[(&str, &str)]) -> Tags {
@@ -124,6 +127,7 @@ fn connector(id: &str, secret: &str) -> Connector {
             client_auth: ClientAuth::Basic,
             userinfo_url: None,
         }),
+        misconfigured: None,
         meta: Meta::new(tags(&[("team", "core")]), 1_000),
     }
 }
@@ -154,6 +158,10 @@ fn identity(tenant: &str, subject: &str, access: &str) -> Identity {
             refresh_token: Some(Secret::new(format!("{access}-refresh"))),
             expires_at: Some(5_000),
             scopes: vec!["openid".into()],
+        },
+        refresh: RefreshState {
+            refreshed_at: 1_000,
+            ..RefreshState::default()
         },
         meta: Meta::new(tags(&[("source", "test")]), 1_000),
     }
@@ -343,7 +351,37 @@ async fn status_changes_are_stored_with_the_reason(_db: &TestDb, store: SqlStore
     identity.status = IdentityStatus::NeedsReauth;
     identity.status_reason = Some("invalid_grant: revoked".into());
     identity.meta.version += 1;
-    store.update_status(&identity).await.unwrap();
+    identity.refresh.failure_days = 2;
+    identity.refresh.last_failure_day = Some(19_000);
+    let event = Event::new(
+        "identity.needs_reauth",
+        Some(identity.tenant.clone()),
+        identity.id.as_str(),
+        serde_json::json!({"reason": "invalid_grant: revoked"}),
+    );
+    store.update_health(&identity, Some(&event)).await.unwrap();
+    let events = store
+        .list_events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events, vec![event.clone()]);
+    // The same version again loses, and records no event.
+    let err = store
+        .update_health(&identity, Some(&event))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::VersionMismatch(_)), "{err:?}");
+    let events = store
+        .list_events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
 
     let loaded = store.get_identity(&identity.id).await.unwrap().unwrap();
     assert_eq!(loaded.status, IdentityStatus::NeedsReauth);
@@ -597,4 +635,140 @@ async fn copy_moves_every_row_and_secrets_still_open() {
         let err = source.copy_into(&target).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     }
+}
+
+async fn due_identities_are_expiring_or_stale_and_not_backing_off(_db: &TestDb, store: SqlStore) {
+    let (_, identity) = seed(&store).await; // expires at 5_000, refreshed at 1_000
+    assert_eq!(
+        store.identities_due(6_000, 0, 0, 10).await.unwrap(),
+        vec![identity.id.clone()]
+    );
+    assert!(
+        store
+            .identities_due(4_000, 0, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Stale: tokens obtained before the cutoff, whatever their expiry.
+    assert_eq!(
+        store.identities_due(0, 2_000, 0, 10).await.unwrap(),
+        vec![identity.id.clone()]
+    );
+
+    let mut backing_off = identity.clone();
+    backing_off.refresh.next_attempt_at = Some(9_000);
+    backing_off.meta.version += 1;
+    store.update_health(&backing_off, None).await.unwrap();
+    assert!(
+        store
+            .identities_due(6_000, 0, 8_999, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .identities_due(6_000, 0, 9_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let mut dead = backing_off.clone();
+    dead.status = IdentityStatus::Dead;
+    dead.meta.version += 1;
+    store.update_health(&dead, None).await.unwrap();
+    assert!(
+        store
+            .identities_due(6_000, 2_000, 9_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn events_list_newest_first_and_poll_after_a_cursor(_db: &TestDb, store: SqlStore) {
+    let acme = TenantId::parse("acme").unwrap();
+    let made: Vec<Event> = (0..3)
+        .map(|i| {
+            Event::new(
+                if i == 1 {
+                    "install.created"
+                } else {
+                    "identity.dead"
+                },
+                Some(acme.clone()),
+                &format!("subject-{i}"),
+                serde_json::json!({"n": i}),
+            )
+        })
+        .collect();
+    for event in &made {
+        store.record_event(event).await.unwrap();
+    }
+    let newest = store
+        .list_events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let subjects: Vec<_> = newest.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects, ["subject-2", "subject-1", "subject-0"]);
+
+    let dead = EventQuery {
+        kind: Some("identity.dead".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_events(&dead).await.unwrap().len(), 2);
+
+    let after = EventQuery {
+        after: Some(made[0].id.to_string()),
+        limit: 10,
+        ..Default::default()
+    };
+    let polled: Vec<_> = store
+        .list_events(&after)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(polled, vec![made[1].id.clone(), made[2].id.clone()]);
+}
+
+async fn connectors_can_be_flagged_misconfigured(_db: &TestDb, store: SqlStore) {
+    let mut c = connector("idp", "one");
+    store.create_connector(&c).await.unwrap();
+    let event = Event::new(
+        "connector.misconfigured",
+        None,
+        "idp",
+        serde_json::json!({}),
+    );
+    store
+        .set_connector_misconfigured(&c.id, Some("invalid_client: bad secret"), &event)
+        .await
+        .unwrap();
+    let flagged = store.get_connector(&c.id).await.unwrap().unwrap();
+    assert_eq!(
+        flagged.misconfigured.as_deref(),
+        Some("invalid_client: bad secret")
+    );
+
+    // Updating the connector (new credentials) clears the flag.
+    c.meta.version = 2;
+    store.update_connector(&c).await.unwrap();
+    assert_eq!(
+        store
+            .get_connector(&c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .misconfigured,
+        None
+    );
 }
