@@ -453,6 +453,53 @@ impl Provider {
     }
 
     /// Checks that the file agrees with itself; run on every load.
+    /// Headers every API call needs (`Notion-Version`), templated with `values`.
+    pub fn api_headers(
+        &self,
+        values: &BTreeMap<String, String>,
+    ) -> Result<Vec<(String, String)>, CatalogError> {
+        self.api
+            .headers
+            .iter()
+            .map(|(name, value)| Ok((name.clone(), render(value, values)?)))
+            .collect()
+    }
+
+    /// The token revocation endpoint (RFC 7009), templated with `values`, when there is one.
+    pub fn revocation_url(
+        &self,
+        values: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, CatalogError> {
+        match self
+            .oauth2
+            .as_ref()
+            .and_then(|o| o.revocation_url.as_deref())
+        {
+            Some(url) => Ok(Some(render(url, values)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks the connector-level settings alone (identity settings come at connect time):
+    /// each is given or has a default, and matches its pattern.
+    pub fn check_connector_settings(
+        &self,
+        given: &BTreeMap<String, String>,
+    ) -> Result<(), CatalogError> {
+        let mut connector_only = self.clone();
+        connector_only
+            .settings
+            .retain(|s| s.source == SettingSource::Connector);
+        connector_only.resolve_settings(given).map(|_| ())
+    }
+
+    /// Settings the user supplies at connect time.
+    pub fn identity_settings(&self) -> impl Iterator<Item = &Setting> {
+        self.settings
+            .iter()
+            .filter(|s| s.source == SettingSource::Identity)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), CatalogError> {
         let invalid = |reason: String| CatalogError::Invalid {
             provider: self.name.clone(),

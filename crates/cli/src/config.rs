@@ -65,6 +65,8 @@ pub struct Config {
     pub sandbox_workers: Option<usize>,
     /// Warm runtimes an integration may have at once (its parallelism).
     pub sandbox_runtimes_per_integration: usize,
+    /// A folder of provider files that add to or replace built-in catalog entries.
+    pub providers_dir: Option<PathBuf>,
     /// Tracing filter, e.g. `info` or `splice_server=debug`.
     pub log: String,
 }
@@ -88,6 +90,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             sandbox_workers: None,
             sandbox_runtimes_per_integration: 4,
+            providers_dir: None,
             log: "info".into(),
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use splice_catalog::Catalog;
 use splice_crypto::{Cipher, MasterKey, random_token, sha256_hex};
 use splice_oauth::Lifecycle;
 use splice_sandbox::EngineConfig;
@@ -51,6 +52,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         session_ttl: Duration::from_secs(config.session_ttl_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         sandbox: sandbox_config(&config),
+        catalog: Arc::new(
+            Catalog::load(config.providers_dir.as_deref())
+                .context("invalid configuration: providers_dir")?,
+        ),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -62,10 +62,33 @@ fn yes() -> bool {
     true
 }
 
+/// A connector made from a provider catalog entry plus the developer's app credentials.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The catalog entry's name.
+    #[serde(default)]
+    pub provider: String,
+    /// The OAuth app's client id (OAuth providers only).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Scopes to request instead of the catalog's defaults.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Values of the catalog entry's connector-level settings.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
 /// What a connector is, by type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConnectorConfig {
+    /// A generic OAuth 2.0 authorization-code connector configured by hand.
     OAuth2(OAuth2Config),
+    /// A connector described by the provider catalog.
+    Provider(ProviderConfig),
 }
 
 impl ConnectorConfig {
@@ -73,6 +96,15 @@ impl ConnectorConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::OAuth2(_) => "oauth2",
+            Self::Provider(_) => "provider",
+        }
+    }
+
+    /// The client secret, when the connector has one.
+    pub fn client_secret(&self) -> Option<&Secret> {
+        match self {
+            Self::OAuth2(c) => Some(&c.client_secret),
+            Self::Provider(c) => c.client_secret.as_ref(),
         }
     }
 }
@@ -211,6 +243,23 @@ pub struct TokenSet {
     pub expires_at: Option<Millis>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Identity-level settings and values captured at connect time (a shop, an instance URL,
+    /// a realm id), used to build URLs for this identity.
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+    /// Further tokens the provider issued besides the primary one (Slack's user token).
+    #[serde(default)]
+    pub named: BTreeMap<String, NamedToken>,
+}
+
+/// A token the provider issued besides the primary one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NamedToken {
+    pub access_token: Secret,
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
+    #[serde(default)]
+    pub expires_at: Option<Millis>,
 }
 
 /// One user's credential with one connector's service.
@@ -282,6 +331,12 @@ pub struct SessionStep {
     pub name: String,
     pub connector: ConnectorId,
     pub identity: Option<IdentityId>,
+    /// Identity-level settings given at session creation or in the connect form.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+    /// On a reconnect, the identity this step re-authorizes (its id is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<IdentityId>,
 }
 
 /// Why a session failed, as the provider or Splice reported it.
@@ -302,6 +357,8 @@ pub struct Session {
     pub steps: Vec<SessionStep>,
     pub error: Option<SessionError>,
     pub install: Option<InstallId>,
+    /// Whether this session re-authorizes the identities of an existing install (`install`).
+    pub reconnect: bool,
     pub expires_at: Millis,
     pub meta: Meta,
 }

@@ -59,6 +59,37 @@ pub struct ProviderRequest {
     pub shape: ResponseShape,
 }
 
+impl ProviderAuthorize {
+    /// The authorization endpoint of a hand-configured generic OAuth 2.0 connector.
+    pub fn generic(config: &OAuth2Config) -> Self {
+        Self {
+            authorization_url: config.authorization_url.clone(),
+            client_id: config.client_id.clone(),
+            scopes: config.scopes.clone(),
+            scope_separator: " ".into(),
+            scope_param: "scope".into(),
+            params: config.authorize_params.clone(),
+        }
+    }
+}
+
+impl ProviderRequest {
+    /// The token endpoint of a hand-configured generic OAuth 2.0 connector.
+    pub fn generic(config: &OAuth2Config) -> Self {
+        Self {
+            token_url: config.token_url.clone(),
+            refresh_url: None,
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            client_auth: config.client_auth,
+            body_format: BodyFormat::Form,
+            accept: "application/json".into(),
+            headers: Vec::new(),
+            shape: ResponseShape::default(),
+        }
+    }
+}
+
 /// How token request parameters travel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -10,6 +10,8 @@ pub mod client;
 pub mod lifecycle;
 pub mod response;
 
-pub use client::{AuthorizeRequest, OAuthClient};
-pub use lifecycle::{Lifecycle, SweepReport, TokenFailure, TokenManager};
+pub use client::{AuthorizeRequest, OAuthClient, ProviderAuthorize, ProviderRequest};
+pub use lifecycle::{
+    Endpoints, GenericEndpoints, Lifecycle, SweepReport, TokenEndpoint, TokenFailure, TokenManager,
+};
 pub use response::{TokenError, TokenResponse};

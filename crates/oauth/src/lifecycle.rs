@@ -13,18 +13,19 @@
 //! event in the same transaction. [`TokenManager::sweep`] refreshes identities about to expire
 //! and exercises idle ones so their refresh tokens do not lapse.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 use splice_domain::{
-    ConnectorConfig, Event, Identity, IdentityId, IdentityStatus, Millis, TokenSet, now_millis,
+    Connector, ConnectorId, Event, Identity, IdentityId, IdentityStatus, Millis, NamedToken,
+    Secret, TokenSet, now_millis,
 };
 use splice_store::{Store, StoreError};
 
-use crate::client::OAuthClient;
-use crate::response::{TokenError, TokenResponse};
+use crate::client::{OAuthClient, ProviderRequest};
+use crate::response::{self, TokenError};
 
 const DAY_MS: Millis = 86_400_000;
 
@@ -74,6 +75,56 @@ impl Default for Lifecycle {
     }
 }
 
+/// How to reach a connector's token endpoint. The server implements it with the provider
+/// catalog; hand-configured OAuth 2.0 connectors use [`ProviderRequest::generic`].
+pub trait Endpoints: Send + Sync {
+    /// The token request for a connector, with an identity's values (settings and captured
+    /// fields) when the URLs depend on them.
+    fn token_request(
+        &self,
+        connector: &Connector,
+        values: &BTreeMap<String, String>,
+    ) -> Result<TokenEndpoint, String>;
+}
+
+/// Endpoints of hand-configured OAuth 2.0 connectors only; catalog connectors are refused.
+pub struct GenericEndpoints;
+
+impl Endpoints for GenericEndpoints {
+    fn token_request(
+        &self,
+        connector: &Connector,
+        _values: &BTreeMap<String, String>,
+    ) -> Result<TokenEndpoint, String> {
+        match &connector.config {
+            splice_domain::ConnectorConfig::OAuth2(config) => Ok(TokenEndpoint {
+                request: ProviderRequest::generic(config),
+                scopes: config.scopes.clone(),
+                scope_separator: " ".into(),
+            }),
+            splice_domain::ConnectorConfig::Provider(p) => {
+                Err(format!("provider {:?} needs the catalog", p.provider))
+            }
+        }
+    }
+}
+
+/// A connector's token endpoint and the scopes a client-credentials grant asks for.
+#[derive(Clone, Debug)]
+pub struct TokenEndpoint {
+    pub request: ProviderRequest,
+    pub scopes: Vec<String>,
+    pub scope_separator: String,
+}
+
+/// A connector's own token (client credentials), cached in this process.
+#[derive(Clone, Debug)]
+struct AppToken {
+    token: Secret,
+    expires_at: Option<Millis>,
+    connector_version: i64,
+}
+
 /// What one sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -85,8 +136,10 @@ pub struct SweepReport {
 pub struct TokenManager {
     store: Arc<dyn Store>,
     client: OAuthClient,
+    endpoints: Arc<dyn Endpoints>,
     settings: Lifecycle,
     locks: Mutex<HashMap<IdentityId, Arc<tokio::sync::Mutex<()>>>>,
+    app_tokens: tokio::sync::Mutex<HashMap<ConnectorId, AppToken>>,
 }
 
 fn millis(duration: Duration) -> Millis {
@@ -94,12 +147,73 @@ fn millis(duration: Duration) -> Millis {
 }
 
 impl TokenManager {
-    pub fn new(store: Arc<dyn Store>, client: OAuthClient, settings: Lifecycle) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: OAuthClient,
+        endpoints: Arc<dyn Endpoints>,
+        settings: Lifecycle,
+    ) -> Self {
         Self {
             store,
             client,
+            endpoints,
             settings,
             locks: Mutex::default(),
+            app_tokens: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The connector's own access token (client credentials), minted on first use, cached,
+    /// and minted again within the margin of its expiry. Concurrent callers share one mint.
+    pub async fn app_token(&self, connector: &Connector) -> Result<Secret, TokenFailure> {
+        if let Some(reason) = &connector.misconfigured {
+            return Err(TokenFailure::ConnectorMisconfigured(reason.clone()));
+        }
+        // Holding the cache lock while minting makes the mint single-flight.
+        let mut cache = self.app_tokens.lock().await;
+        let now = now_millis();
+        if let Some(cached) = cache.get(&connector.id) {
+            let fresh = !self.needs_refresh_at(cached.expires_at, now);
+            if fresh && cached.connector_version == connector.meta.version {
+                return Ok(cached.token.clone());
+            }
+        }
+        let endpoint = self
+            .endpoints
+            .token_request(connector, &BTreeMap::new())
+            .map_err(TokenFailure::ConnectorMisconfigured)?;
+        let minted = self
+            .client
+            .client_credentials_with(
+                &endpoint.request,
+                &endpoint.scopes,
+                &endpoint.scope_separator,
+            )
+            .await;
+        match minted {
+            Ok(set) => {
+                let token = set.token.access_token;
+                let entry = AppToken {
+                    token: token.clone(),
+                    expires_at: set.token.expires_at,
+                    connector_version: connector.meta.version,
+                };
+                cache.insert(connector.id.clone(), entry);
+                tracing::info!(connector.id = %connector.id, "client-credentials token minted");
+                Ok(token)
+            }
+            Err(
+                TokenError::Misconfigured { error, description }
+                | TokenError::Rejected { error, description },
+            ) => {
+                cache.remove(&connector.id);
+                Err(TokenFailure::ConnectorMisconfigured(format!(
+                    "{error}: {description}"
+                )))
+            }
+            Err(TokenError::Transient(reason) | TokenError::Invalid(reason)) => {
+                Err(TokenFailure::Unavailable(reason))
+            }
         }
     }
 
@@ -175,10 +289,12 @@ impl TokenManager {
     }
 
     fn needs_refresh(&self, tokens: &TokenSet, now: Millis) -> bool {
+        self.needs_refresh_at(tokens.expires_at, now)
+    }
+
+    fn needs_refresh_at(&self, expires_at: Option<Millis>, now: Millis) -> bool {
         let margin = millis(self.settings.margin);
-        tokens
-            .expires_at
-            .is_some_and(|at| at.saturating_sub(margin) <= now)
+        expires_at.is_some_and(|at| at.saturating_sub(margin) <= now)
     }
 
     /// Runs under the identity's locks: re-reads, and refreshes only if nobody else just did.
@@ -214,11 +330,18 @@ impl TokenManager {
             // provider. Updating the connector clears this.
             return Err(TokenFailure::ConnectorMisconfigured(reason.clone()));
         }
-        let ConnectorConfig::OAuth2(config) = &connector.config;
+        let endpoint = self
+            .endpoints
+            .token_request(&connector, &current.tokens.values)
+            .map_err(TokenFailure::ConnectorMisconfigured)?;
 
         let current = self.mark_refreshing(current).await?;
         tracing::debug!(identity.id = %id, "refreshing access token");
-        match self.client.refresh(config, &refresh_token).await {
+        match self
+            .client
+            .refresh_with(&endpoint.request, &refresh_token)
+            .await
+        {
             Ok(response) => self.store_refreshed(current, response).await,
             Err(err) => self.refresh_failed(current, err).await,
         }
@@ -239,7 +362,7 @@ impl TokenManager {
     async fn store_refreshed(
         &self,
         current: Identity,
-        response: TokenResponse,
+        response: response::TokenSet,
     ) -> Result<Identity, TokenFailure> {
         let tokens = merge(&current.tokens, response);
         let recovered = current.refresh.failure_days > 0;
@@ -452,13 +575,59 @@ fn usable_or_unavailable(identity: Identity, reason: &str) -> Result<Identity, T
 }
 
 /// Applies a refresh response to stored tokens (RFC 6749 section 6: an omitted refresh token
-/// means keep the old one).
-pub fn merge(old: &TokenSet, response: TokenResponse) -> TokenSet {
+/// means keep the old one). Captured values and named tokens are merged the same way.
+pub fn merge(old: &TokenSet, response: response::TokenSet) -> TokenSet {
+    let token = response.token;
+    let mut values = old.values.clone();
+    values.extend(response.captured);
+    let mut named = old.named.clone();
+    for (name, fresh) in response.tokens {
+        let kept = named.get(&name).and_then(|t| t.refresh_token.clone());
+        named.insert(
+            name,
+            NamedToken {
+                access_token: fresh.access_token,
+                refresh_token: fresh.refresh_token.or(kept),
+                expires_at: fresh.expires_at,
+            },
+        );
+    }
     TokenSet {
-        access_token: response.access_token,
-        refresh_token: response.refresh_token.or_else(|| old.refresh_token.clone()),
-        expires_at: response.expires_at,
-        scopes: response.scopes.unwrap_or_else(|| old.scopes.clone()),
+        access_token: token.access_token,
+        refresh_token: token.refresh_token.or_else(|| old.refresh_token.clone()),
+        expires_at: token.expires_at,
+        scopes: token.scopes.unwrap_or_else(|| old.scopes.clone()),
+        values,
+        named,
+    }
+}
+
+/// Stored tokens from a first token response (code exchange), with identity-level values.
+pub fn first_tokens(
+    response: response::TokenSet,
+    mut values: BTreeMap<String, String>,
+) -> TokenSet {
+    values.extend(response.captured);
+    let named = response
+        .tokens
+        .into_iter()
+        .map(|(name, t)| {
+            let token = NamedToken {
+                access_token: t.access_token,
+                refresh_token: t.refresh_token,
+                expires_at: t.expires_at,
+            };
+            (name, token)
+        })
+        .collect();
+    let token = response.token;
+    TokenSet {
+        access_token: token.access_token,
+        refresh_token: token.refresh_token,
+        expires_at: token.expires_at,
+        scopes: token.scopes.unwrap_or_default(),
+        values,
+        named,
     }
 }
 

@@ -150,9 +150,22 @@ pub struct TokenRequest {
 #[derive(Clone, Debug, Default)]
 pub struct FetchRequest {
     pub method: String,
+    /// Absolute, or (for a connector fetch) relative to the connector's API base URL.
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Option<Bytes>,
+    /// Set by `connector.fetch`: the host adds the identity's credentials, resolves relative
+    /// URLs, refreshes and retries once on a 401, and honours `Retry-After`.
+    pub connector: Option<ConnectorTarget>,
+}
+
+/// The connector and identity an authenticated fetch is made with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectorTarget {
+    pub integration: String,
+    /// The connector's name in the integration's code.
+    pub connector: String,
+    pub scope: IdentityScope,
 }
 
 /// The provider's answer to a [`FetchRequest`].

@@ -22,7 +22,8 @@ use rquickjs::{
 };
 
 use crate::api::{
-    FetchRequest, FetchResponse, Host, HostError, IdentityScope, LogLevel, LogLine, TokenRequest,
+    ConnectorTarget, FetchRequest, FetchResponse, Host, HostError, IdentityScope, LogLevel,
+    LogLine, TokenRequest,
 };
 use crate::{modules, prelude};
 
@@ -233,7 +234,19 @@ impl HostState {
     }
 
     fn fetch<'js>(&self, ctx: &Ctx<'js>, request: &Object<'js>) -> rquickjs::Result<Promise<'js>> {
-        let request = fetch_request_from_js(request)?;
+        let mut fetch = fetch_request_from_js(request)?;
+        let target: Option<Object<'js>> = request.get("connector")?;
+        if let Some(target) = target {
+            let name: String = target.get("name")?;
+            let scope: String = target.get("scope")?;
+            let id: String = target.get("id")?;
+            fetch.connector = Some(ConnectorTarget {
+                integration: self.integration.clone(),
+                connector: name,
+                scope: identity_scope(ctx, &scope, id)?,
+            });
+        }
+        let request = fetch;
         let pending = self.host.fetch(request);
         self.start(ctx, pending.map(Outcome::Fetch).boxed_local())
     }
@@ -246,16 +259,7 @@ impl HostState {
         id: String,
         force_refresh: bool,
     ) -> rquickjs::Result<Promise<'js>> {
-        let scope = match scope {
-            "tenant" => IdentityScope::Tenant(id),
-            "install" => IdentityScope::Install(id),
-            other => {
-                return Err(Exception::throw_type(
-                    ctx,
-                    &format!("unknown identity scope {other}"),
-                ));
-            }
-        };
+        let scope = identity_scope(ctx, scope, id)?;
         let request = TokenRequest {
             integration: self.integration.clone(),
             connector,
@@ -309,6 +313,18 @@ impl HostState {
 }
 
 /// Reads the prelude's `{ method, url, headers: [[name, value]], body }`.
+/// The identity a connector call means, from its scope name and id.
+fn identity_scope(ctx: &Ctx<'_>, scope: &str, id: String) -> rquickjs::Result<IdentityScope> {
+    match scope {
+        "tenant" => Ok(IdentityScope::Tenant(id)),
+        "install" => Ok(IdentityScope::Install(id)),
+        other => Err(Exception::throw_type(
+            ctx,
+            &format!("unknown identity scope {other}"),
+        )),
+    }
+}
+
 fn fetch_request_from_js(request: &Object<'_>) -> rquickjs::Result<FetchRequest> {
     let method: String = request.get("method")?;
     let url: String = request.get("url")?;
@@ -327,6 +343,7 @@ fn fetch_request_from_js(request: &Object<'_>) -> rquickjs::Result<FetchRequest>
         url,
         headers,
         body: body_bytes(&body).map(Bytes::from),
+        connector: None,
     })
 }
 

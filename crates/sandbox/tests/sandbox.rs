@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use splice_sandbox::{IdentityScope, InvokeError, Isolation, LogLevel};
+use splice_sandbox::{ConnectorTarget, IdentityScope, InvokeError, Isolation, LogLevel};
 use support::*;
 
 const COUNTER: &str =
@@ -592,62 +592,56 @@ async fn fetch_sends_requests_and_reads_responses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connector_fetch_refreshes_the_token_once_after_a_401() {
+async fn connector_fetch_goes_to_the_host_with_its_identity() {
     let host = Arc::new(FakeHost::default());
     let engine = engine(&host);
     let source = routes(
         "router.get('/tenants/:tenant/me', async (ctx) => {\n\
            const github = await integration.tenant.connector(ctx, 'github', ctx.params.tenant);\n\
-           const res = await github.fetch('https://api.test/protected');\n\
+           const res = await github.fetch('/user', { headers: { accept: 'application/json' } });\n\
            ctx.body = { status: res.status, text: await res.text(), token: await github.token() };\n\
          });\n\
          router.get('/installs/:id', async (ctx) => {\n\
            const crm = await integration.install.connector(ctx, 'crm', ctx.params.id);\n\
-           ctx.body = await (await crm.fetch('https://api.test/echo')).json();\n\
+           ctx.body = { status: (await crm.fetch('https://api.test/echo', { method: 'POST', body: 'x' })).status };\n\
          });",
     );
     let program = program("connectors", 1, &source);
 
     let body = json(&ok(engine.invoke(&program, get("/tenants/acme/me")).await));
-
+    assert_eq!(body["token"], "stale-token", "{body}");
+    let fetches = host.fetches();
+    assert_eq!(fetches.len(), 1);
     assert_eq!(
-        body,
-        serde_json::json!({ "status": 200, "text": "secret", "token": "stale-token" })
+        fetches[0].url, "/user",
+        "relative URLs are resolved by the host"
+    );
+    assert_eq!(
+        fetches[0].connector,
+        Some(ConnectorTarget {
+            integration: "connectors".to_owned(),
+            connector: "github".to_owned(),
+            scope: IdentityScope::Tenant("acme".to_owned()),
+        })
+    );
+    assert!(
+        fetches[0]
+            .headers
+            .contains(&("accept".to_owned(), "application/json".to_owned()))
     );
     let tokens = host.tokens();
-    let forced: Vec<_> = tokens.iter().map(|t| t.force_refresh).collect();
-    assert_eq!(forced, [false, true, false]);
-    assert!(
-        tokens
-            .iter()
-            .all(|t| t.integration == "connectors" && t.connector == "github")
-    );
-    assert_eq!(tokens[0].scope, IdentityScope::Tenant("acme".to_owned()));
-    let auth: Vec<_> = host
-        .fetches()
-        .iter()
-        .map(|f| {
-            f.headers
-                .iter()
-                .find(|(n, _)| n == "authorization")
-                .map(|(_, v)| v.clone())
-        })
-        .collect();
     assert_eq!(
-        auth,
-        [
-            Some("Bearer stale-token".to_owned()),
-            Some("Bearer fresh-token".to_owned())
-        ]
+        tokens.len(),
+        1,
+        "credentials are the host's business: only token() asks"
     );
 
-    let echoed = json(&ok(engine.invoke(&program, get("/installs/inst-9")).await));
-    assert_eq!(
-        host.tokens()[3].scope,
-        IdentityScope::Install("inst-9".to_owned())
-    );
-    assert_eq!(host.fetches().len(), 3, "no retry without a 401");
-    assert!(echoed["headers"].to_string().contains("Bearer stale-token"));
+    ok(engine.invoke(&program, get("/installs/inst-9")).await);
+    let fetches = host.fetches();
+    assert_eq!(fetches[1].method, "POST");
+    assert_eq!(fetches[1].body.as_deref(), Some(&b"x"[..]));
+    let target = fetches[1].connector.as_ref().map(|c| c.scope.clone());
+    assert_eq!(target, Some(IdentityScope::Install("inst-9".to_owned())));
 }
 
 // ---------------------------------------------------------------------------------------------

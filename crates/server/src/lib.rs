@@ -6,10 +6,12 @@
 //! only through `splice_sandbox`.
 
 mod auth;
+mod credentials;
 mod error;
 mod extract;
 mod handlers;
 mod host;
+mod outbound;
 mod programs;
 mod recorder;
 mod views;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
+use splice_catalog::Catalog;
 use splice_oauth::{Lifecycle, OAuthClient, TokenManager};
 use splice_sandbox::{Engine, EngineConfig};
 use splice_store::Store;
@@ -49,6 +52,8 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
     pub sandbox: EngineConfig,
+    /// The provider catalog: built-in entries plus any from a configured folder.
+    pub catalog: Arc<Catalog>,
 }
 
 /// Shared state of every handler.
@@ -59,6 +64,8 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenManager>,
     pub oauth: OAuthClient,
+    pub credentials: credentials::Credentials,
+    pub outbound: outbound::Outbound,
     pub engine: Arc<Engine>,
     pub programs: programs::ProgramCache,
     pub recorder: recorder::Recorder,
@@ -79,20 +86,31 @@ impl AppState {
     pub fn new(config: &ServerConfig, store: Arc<dyn Store>) -> Self {
         let http = outbound_client();
         let oauth = OAuthClient::new(http.clone());
+        let credentials = credentials::Credentials::new(config.catalog.clone());
+        let endpoints = Arc::new(credentials.clone());
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
             oauth.clone(),
+            endpoints,
             config.lifecycle,
         ));
         spawn_sweep(tokens.clone(), config.sweep_interval);
+        let outbound = outbound::Outbound::new(http, tokens.clone(), credentials.clone());
         let programs = programs::ProgramCache::default();
-        let host = host::SpliceHost::new(store.clone(), tokens.clone(), programs.clone(), http);
+        let host = host::SpliceHost::new(
+            store.clone(),
+            programs.clone(),
+            credentials.clone(),
+            outbound.clone(),
+        );
         let engine = Arc::new(Engine::new(config.sandbox.clone(), Arc::new(host)));
         let recorder = recorder::Recorder::start(store.clone());
         Self(Arc::new(Inner {
             store,
             tokens,
             oauth,
+            credentials,
+            outbound,
             engine,
             programs,
             recorder,
@@ -197,6 +215,12 @@ pub fn router(state: AppState) -> Router {
             get(installs::get_install).delete(installs::delete_install),
         )
         .route("/v1/events", get(events::list_events))
+        .route("/v1/providers", get(providers::list_providers))
+        .route("/v1/providers/{name}", get(providers::get_provider))
+        .route(
+            "/v1/connectors/{id}/identities/{identity}/proxy/{*path}",
+            any(identities::proxy),
+        )
         .route("/v1/sessions/{id}", get(sessions::get_session))
         .route("/v1/sessions/{id}/commit", post(sessions::commit_session))
         .fallback(health::unknown_route)
@@ -208,7 +232,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/connect/{session}", get(connect::start_connect))
+        .route(
+            "/connect/{session}",
+            get(connect::start_connect).post(connect::submit_connect),
+        )
         .route("/v1/oauth/callback", get(connect::oauth_callback))
         .merge(api)
         .fallback(health::unknown_route)

@@ -19,15 +19,21 @@ fn with_meta(mut body: Value, meta: &Meta) -> Value {
 }
 
 pub fn connector(state: &AppState, connector: &Connector) -> Value {
-    let ConnectorConfig::OAuth2(oauth) = &connector.config;
-    let mut config = serde_json::to_value(oauth).unwrap_or_default();
-    if let Some(map) = config.as_object_mut() {
-        map.remove("client_secret");
+    let (mut config, provider) = match &connector.config {
+        ConnectorConfig::OAuth2(oauth) => (serde_json::to_value(oauth), None),
+        ConnectorConfig::Provider(p) => (serde_json::to_value(p), Some(p.provider.as_str())),
+    };
+    if let Ok(map) = config.as_mut().map(|c| c.as_object_mut()) {
+        if let Some(map) = map {
+            map.remove("client_secret");
+            map.remove("provider");
+        }
     }
     let body = json!({
         "id": connector.id,
         "type": connector.config.kind(),
-        "config": config,
+        "provider": provider,
+        "config": config.unwrap_or_default(),
         "callback_url": state.callback_url(),
         "status": if connector.misconfigured.is_some() { "misconfigured" } else { "ok" },
         "status_reason": connector.misconfigured,
@@ -62,6 +68,7 @@ pub fn identity(identity: &Identity) -> Value {
         "status_at": rfc3339(identity.status_at),
         "expires_at": identity.tokens.expires_at.map(rfc3339),
         "scopes": identity.tokens.scopes,
+        "values": identity.tokens.values,
         "refreshed_at": rfc3339(identity.refresh.refreshed_at),
         "failure_days": identity.refresh.failure_days,
         "next_attempt_at": identity.refresh.next_attempt_at.map(rfc3339),

@@ -162,6 +162,8 @@ pub trait InstallStore: Send + Sync {
         tenant: Option<&TenantId>,
         tags: &[TagFilter],
     ) -> Result<Vec<Install>>;
+    /// The installs that use an identity.
+    async fn installs_using(&self, identity: &IdentityId) -> Result<Vec<InstallId>>;
     async fn delete_install(&self, id: &InstallId) -> Result<bool>;
 }
 

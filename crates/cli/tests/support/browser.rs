@@ -176,6 +176,77 @@ fn form_action(page: &str) -> Option<String> {
     attribute(&page[start..tag_end], "action")
 }
 
+/// One `<input>` of a page: its `name`, `type` (`text` when absent) and `value` (`""` when
+/// absent), entities decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormInput {
+    pub name: String,
+    pub kind: String,
+    pub value: String,
+}
+
+/// The opening tag of the first `<form>` on the page, e.g. `<form method="post" action="">`.
+pub fn form_tag(page: &str) -> Option<&str> {
+    let start = page.to_ascii_lowercase().find("<form")?;
+    let end = start + page[start..].find('>')?;
+    Some(&page[start..=end])
+}
+
+/// The value of attribute `name` in one HTML tag (double, single or no quotes; any case),
+/// entities decoded.
+pub fn tag_attribute(tag: &str, name: &str) -> Option<String> {
+    let lower = tag.to_ascii_lowercase();
+    let name = name.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(&name) {
+        let start = from + found;
+        from = start + name.len();
+        let preceded = start > 0 && bytes[start - 1].is_ascii_whitespace();
+        let rest = lower[from..].trim_start();
+        if !preceded || !rest.starts_with('=') {
+            continue;
+        }
+        // Offsets in `lower` are valid in `tag`: ASCII lowercasing keeps byte lengths.
+        let value_at = tag.len() - rest.len() + 1;
+        let value = tag[value_at..].trim_start();
+        let raw = match value.chars().next() {
+            Some(quote @ ('"' | '\'')) => value[1..].split(quote).next().unwrap_or_default(),
+            _ => value
+                .split(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/')
+                .next()
+                .unwrap_or_default(),
+        };
+        return Some(decode_entities(raw));
+    }
+    None
+}
+
+/// Every named `<input>` on the page, in document order.
+pub fn form_inputs(page: &str) -> Vec<FormInput> {
+    let lower = page.to_ascii_lowercase();
+    let mut inputs = Vec::new();
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("<input") {
+        let start = from + found;
+        let Some(len) = page[start..].find('>') else {
+            break;
+        };
+        let tag = &page[start..=start + len];
+        from = start + len;
+        let Some(name) = tag_attribute(tag, "name") else {
+            continue;
+        };
+        inputs.push(FormInput {
+            name,
+            kind: tag_attribute(tag, "type")
+                .map_or_else(|| "text".to_owned(), |t| t.to_lowercase()),
+            value: tag_attribute(tag, "value").unwrap_or_default(),
+        });
+    }
+    inputs
+}
+
 /// The first `href` that ends in `/abort`.
 fn abort_href(page: &str) -> Option<String> {
     let mut rest = page;

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::Output;
@@ -15,13 +16,16 @@ use super::Output;
 const READY_PREFIX: &str = "listening on ";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How the provider treats its one client.
+/// How the provider treats its clients.
 #[derive(Clone, Debug)]
 pub struct OidcOptions {
     /// `client_secret_post` or `client_secret_basic`.
     pub token_auth_method: &'static str,
-    /// Access token lifetime in seconds.
+    /// Access token lifetime in seconds, for client credentials tokens too.
     pub access_token_ttl_secs: u64,
+    /// `(client id, client secret)` of a second client that may only use the client
+    /// credentials grant, authenticating with HTTP Basic; `None` registers no such client.
+    pub client_credentials: Option<(String, String)>,
 }
 
 impl Default for OidcOptions {
@@ -29,16 +33,21 @@ impl Default for OidcOptions {
         Self {
             token_auth_method: "client_secret_post",
             access_token_ttl_secs: 4,
+            client_credentials: None,
         }
     }
 }
 
-/// A running oidc-provider with one confidential client.
+/// A running oidc-provider with one confidential client (and optionally a client credentials
+/// client).
 pub struct OidcProvider {
     child: Child,
     issuer: String,
     output: Output,
     http: reqwest::Client,
+    client_id: String,
+    client_secret: String,
+    token_auth_method: &'static str,
 }
 
 impl OidcProvider {
@@ -63,7 +72,13 @@ impl OidcProvider {
         let dir = fixture_dir();
         ensure_installed(&dir);
 
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        if let Some((cc_id, cc_secret)) = &options.client_credentials {
+            command
+                .env("CC_CLIENT_ID", cc_id)
+                .env("CC_CLIENT_SECRET", cc_secret);
+        }
+        let mut child = command
             .arg("server.js")
             .current_dir(&dir)
             .env("PORT", "0")
@@ -95,6 +110,9 @@ impl OidcProvider {
             issuer: String::new(),
             output,
             http,
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.to_owned(),
+            token_auth_method: options.token_auth_method,
         };
         provider.issuer = wait_for_issuer(&mut provider.child, &provider.output).await;
         provider
@@ -118,6 +136,77 @@ impl OidcProvider {
     /// The userinfo endpoint; answers `{"sub": <login>}` for an access token with `openid`.
     pub fn userinfo_url(&self) -> String {
         format!("{}/me", self.issuer)
+    }
+
+    /// The revocation endpoint (RFC 7009), authenticated like the token endpoint.
+    pub fn revocation_url(&self) -> String {
+        format!("{}/token/revocation", self.issuer)
+    }
+
+    /// The echo endpoint's base: `<echo_url>/any/path` answers with the request it got.
+    pub fn echo_url(&self) -> String {
+        format!("{}/__echo", self.issuer)
+    }
+
+    /// Revokes `token` as the main client; revoking a refresh token revokes its whole grant.
+    /// Returns the status, 200 when the provider accepted the request.
+    pub async fn revoke(&self, token: &str) -> StatusCode {
+        let form = [("token", token)];
+        let response = self
+            .client_request(&self.revocation_url(), &form)
+            .send()
+            .await
+            .expect("POST /token/revocation");
+        response.status()
+    }
+
+    /// Uses `refresh_token` at the token endpoint as the main client: status and JSON body.
+    pub async fn refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        let response = self
+            .client_request(&self.token_url(), &form)
+            .send()
+            .await
+            .expect("POST /token");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A client credentials grant with HTTP Basic authentication: status and JSON body.
+    pub async fn client_credentials_grant(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.token_url())
+            .basic_auth(client_id, Some(client_secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("POST /token");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A form POST authenticated as the main client, the way its auth method says.
+    fn client_request(&self, url: &str, form: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        let request = self.http.post(url);
+        if self.token_auth_method == "client_secret_basic" {
+            return request
+                .basic_auth(&self.client_id, Some(&self.client_secret))
+                .form(form);
+        }
+        let mut fields = vec![
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.as_str()),
+        ];
+        fields.extend_from_slice(form);
+        request.form(&fields)
     }
 
     /// What the provider printed so far, for failure messages.

@@ -1,6 +1,7 @@
 //! The token lifecycle against a local fake token endpoint.
 
 use std::collections::BTreeMap;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::State;
@@ -120,6 +121,8 @@ async fn fixture(mode: Mode, expires_at: Option<Millis>, refresh: Option<&str>) 
             refresh_token: refresh.map(Secret::new),
             expires_at,
             scopes: vec!["read".into()],
+            values: Default::default(),
+            named: Default::default(),
         },
         refresh: RefreshState::default(),
         meta: Meta::new(Tags::default(), 0),
@@ -134,6 +137,7 @@ async fn fixture(mode: Mode, expires_at: Option<Millis>, refresh: Option<&str>) 
         steps: vec![],
         error: None,
         install: None,
+        reconnect: false,
         expires_at: 0,
         meta: Meta::new(Tags::default(), 0),
     };
@@ -149,7 +153,7 @@ async fn fixture(mode: Mode, expires_at: Option<Millis>, refresh: Option<&str>) 
         dead_after_days: 2,
         ..Lifecycle::default()
     };
-    let manager = TokenManager::new(store.clone(), client, settings);
+    let manager = TokenManager::new(store.clone(), client, Arc::new(GenericEndpoints), settings);
     Fixture {
         manager,
         store,
@@ -296,17 +300,37 @@ async fn forced_refresh_without_a_refresh_token_needs_reauth() {
 
 #[test]
 fn merge_overwrites_only_what_the_response_carries() {
+    // Origin: Google-style refresh without refresh_token (case C11).
     let old = TokenSet {
         access_token: Secret::new("ya29.FAKE-OLD"),
         refresh_token: Some(Secret::new("1//FAKE-RT-ORIGINAL")),
         expires_at: Some(1_700_003_599_000),
         scopes: vec!["drive".into()],
+        values: BTreeMap::from([("instance_url".to_string(), "https://a.example".to_string())]),
+        named: BTreeMap::from([(
+            "user".to_string(),
+            NamedToken {
+                access_token: Secret::new("user-old"),
+                refresh_token: Some(Secret::new("user-rt")),
+                expires_at: None,
+            },
+        )]),
     };
-    let response = TokenResponse {
+    let fresh = crate::TokenResponse {
         access_token: Secret::new("ya29.FAKE-NEW"),
         refresh_token: None,
         expires_at: Some(1_700_007_149_000),
         scopes: None,
+    };
+    let user = crate::TokenResponse {
+        access_token: Secret::new("user-new"),
+        ..fresh.clone()
+    };
+    let response = crate::response::TokenSet {
+        token: fresh,
+        tokens: BTreeMap::from([("user".to_string(), user)]),
+        account_id: None,
+        captured: BTreeMap::from([("team".to_string(), "T1".to_string())]),
     };
     let merged = merge(&old, response);
     assert_eq!(merged.access_token.expose(), "ya29.FAKE-NEW");
@@ -316,6 +340,17 @@ fn merge_overwrites_only_what_the_response_carries() {
     );
     assert_eq!(merged.expires_at, Some(1_700_007_149_000));
     assert_eq!(merged.scopes, vec!["drive".to_string()]);
+    assert_eq!(merged.values["instance_url"], "https://a.example");
+    assert_eq!(merged.values["team"], "T1");
+    assert_eq!(merged.named["user"].access_token.expose(), "user-new");
+    assert_eq!(
+        merged.named["user"]
+            .refresh_token
+            .as_ref()
+            .unwrap()
+            .expose(),
+        "user-rt"
+    );
 }
 
 async fn events(store: &SqlStore) -> Vec<String> {

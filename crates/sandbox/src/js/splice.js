@@ -574,13 +574,7 @@ function requireId(value, what) {
   if (typeof value !== "string" || value === "") throw new TypeError(`${what} must be a non-empty string`);
 }
 
-function withBearer(init, token) {
-  const headers = new (web().Headers)(init.headers);
-  headers.set("authorization", `Bearer ${token}`);
-  return { ...init, headers };
-}
-
-/** A connector bound to one identity; `fetch` adds its access token. */
+/** A connector bound to one identity; `fetch` carries its credentials. */
 class Connector {
   #name;
   #scope;
@@ -604,13 +598,12 @@ class Connector {
     }
   }
 
-  /** `fetch` with `Authorization: Bearer`; on 401 it refreshes the token and retries once. */
-  async fetch(input, init = {}) {
-    const { fetch } = web();
-    const first = await fetch(input, withBearer(init, await this.token()));
-    if (first.status !== 401) return first;
-    const token = await this.token({ forceRefresh: true });
-    return fetch(input, withBearer(init, token));
+  /**
+   * `fetch` with this identity's credentials. Relative URLs resolve against the connector's
+   * API base URL; on a 401 the host refreshes the token and retries once.
+   */
+  fetch(input, init = {}) {
+    return web().send(input, init, { name: this.#name, scope: this.#scope, id: this.#id });
   }
 }
 

@@ -16,7 +16,7 @@ let headerValue;
 export function bind(native, shared) {
   host = native;
   ({ hostError, toUint8Array, decodeComponent, parsePairs, headerName, headerValue } = shared);
-  return { TextEncoder, TextDecoder, btoa, atob, URLSearchParams, URL, Headers, Response, fetch };
+  return { TextEncoder, TextDecoder, btoa, atob, URLSearchParams, URL, Headers, Response, fetch, send };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -609,7 +609,16 @@ class Response {
 
 
 /** WHATWG-style fetch over the host's HTTP client. */
-async function fetch(input, init = {}) {
+function fetch(input, init = {}) {
+  return send(input, init, undefined);
+}
+
+/**
+ * Sends a request through the host. With `connector` (`{ name, scope, id }`, from
+ * `connector.fetch`) the host adds that identity's credentials, resolves a relative URL
+ * against the connector's API base URL, and refreshes and retries once on a 401.
+ */
+async function send(input, init, connector) {
   const url = String(input instanceof URL ? input.href : (input?.url ?? input));
   const method = String(init.method ?? input?.method ?? "GET").toUpperCase();
   const headers = new Headers(init.headers ?? input?.headers);
@@ -618,7 +627,7 @@ async function fetch(input, init = {}) {
 
   let answer;
   try {
-    answer = await host.fetch({ method, url, headers: headerPairs(headers), body });
+    answer = await host.fetch({ method, url, headers: headerPairs(headers), body, connector });
   } catch (e) {
     throw hostError(e);
   }

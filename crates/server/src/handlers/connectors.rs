@@ -1,14 +1,14 @@
 //! `/v1/connectors`: create, list, read, replace and delete connectors.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
+use splice_catalog::AuthMode;
 use splice_domain::{
-    Connector, ConnectorConfig, ConnectorId, Meta, OAuth2Config, Tags, now_millis,
+    Connector, ConnectorConfig, ConnectorId, Meta, OAuth2Config, ProviderConfig, Secret, Tags,
+    now_millis,
 };
 
 use super::connector_id;
@@ -21,8 +21,12 @@ use crate::views;
 #[serde(deny_unknown_fields)]
 pub struct CreateConnector {
     id: String,
+    /// `oauth2` for a hand-configured OAuth 2.0 connector; implied by `provider`.
     #[serde(rename = "type")]
-    kind: String,
+    kind: Option<String>,
+    /// A provider catalog entry (`GET /v1/providers`).
+    provider: Option<String>,
+    #[serde(default)]
     config: Value,
     #[serde(default)]
     tags: Tags,
@@ -33,6 +37,7 @@ pub struct CreateConnector {
 pub struct ReplaceConnector {
     #[serde(rename = "type")]
     kind: Option<String>,
+    provider: Option<String>,
     config: Value,
     #[serde(default)]
     tags: Tags,
@@ -45,7 +50,12 @@ pub async fn create_connector(
     JsonBody(body): JsonBody<CreateConnector>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = ConnectorId::parse(&body.id)?;
-    let config = parse_config(&body.kind, body.config)?;
+    let config = parse_config(
+        &state,
+        body.kind.as_deref(),
+        body.provider.as_deref(),
+        body.config,
+    )?;
     let connector = Connector {
         id,
         config,
@@ -93,15 +103,16 @@ pub async fn update_connector(
     }
 
     let mut config = body.config;
-    let ConnectorConfig::OAuth2(current) = &connector.config;
-    if let Some(map) = config.as_object_mut() {
+    if let (Some(map), Some(current)) = (config.as_object_mut(), connector.config.client_secret()) {
         map.entry("client_secret")
-            .or_insert_with(|| current.client_secret.expose().into());
+            .or_insert_with(|| current.expose().into());
     }
-    let kind = body
-        .kind
-        .unwrap_or_else(|| connector.config.kind().to_owned());
-    connector.config = parse_config(&kind, config)?;
+    let (kind, provider) = match (&connector.config, body.kind, body.provider) {
+        (_, kind, Some(provider)) => (kind, Some(provider)),
+        (ConnectorConfig::Provider(p), kind, None) => (kind, Some(p.provider.clone())),
+        (ConnectorConfig::OAuth2(_), kind, None) => (kind.or(Some("oauth2".into())), None),
+    };
+    connector.config = parse_config(&state, kind.as_deref(), provider.as_deref(), config)?;
     connector.meta.tags = body.tags;
     connector.misconfigured = None;
     connector.meta.updated_at = now_millis();
@@ -146,13 +157,59 @@ async fn load(state: &AppState, id: &str) -> ApiResult<Connector> {
         .ok_or_else(|| ApiError::not_found(format!("connector {id}")))
 }
 
-/// Validates a connector's type and configuration.
-fn parse_config(kind: &str, config: Value) -> ApiResult<ConnectorConfig> {
-    if kind != "oauth2" {
-        return Err(ApiError::invalid(format!(
-            "type {kind:?} is not supported; use \"oauth2\""
-        )));
+/// Validates a connector's type (or catalog provider) and configuration.
+fn parse_config(
+    state: &AppState,
+    kind: Option<&str>,
+    provider: Option<&str>,
+    config: Value,
+) -> ApiResult<ConnectorConfig> {
+    match (kind, provider) {
+        (Some("oauth2") | None, None) if kind.is_some() => parse_oauth2(config),
+        (None, None) => Err(ApiError::invalid(
+            "give \"type\": \"oauth2\" or a catalog \"provider\"",
+        )),
+        (None | Some("provider"), Some(name)) => parse_provider(state, name, config),
+        (Some(other), _) => Err(ApiError::invalid(format!(
+            "type {other:?} is not supported; use \"oauth2\", or \"provider\" with a catalog entry"
+        ))),
     }
+}
+
+/// A catalog connector: the entry must exist, its connector-level settings must be valid, and
+/// OAuth entries need the app's client id and secret.
+fn parse_provider(state: &AppState, name: &str, config: Value) -> ApiResult<ConnectorConfig> {
+    let entry = state.credentials.catalog().get(name).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "provider {name:?} is not in the catalog (GET /v1/providers)"
+        ))
+    })?;
+    let mut parsed: ProviderConfig =
+        serde_json::from_value(config).map_err(|e| ApiError::invalid(format!("config: {e}")))?;
+    parsed.provider = name.to_owned();
+    entry
+        .check_connector_settings(&parsed.settings)
+        .map_err(|e| ApiError::invalid(format!("config.settings: {e}")))?;
+    let oauth = matches!(
+        entry.auth_mode,
+        AuthMode::Oauth2 | AuthMode::Oauth2ClientCredentials
+    );
+    if oauth {
+        if parsed.client_id.as_deref().is_none_or(str::is_empty) {
+            return Err(ApiError::invalid(
+                "config.client_id is required for this provider",
+            ));
+        }
+        if parsed.client_secret.as_ref().is_none_or(Secret::is_empty) {
+            return Err(ApiError::invalid(
+                "config.client_secret is required for this provider",
+            ));
+        }
+    }
+    Ok(ConnectorConfig::Provider(parsed))
+}
+
+fn parse_oauth2(config: Value) -> ApiResult<ConnectorConfig> {
     let oauth: OAuth2Config =
         serde_json::from_value(config).map_err(|e| ApiError::invalid(format!("config: {e}")))?;
     check_url("config.authorization_url", &oauth.authorization_url)?;
@@ -173,12 +230,11 @@ fn parse_config(kind: &str, config: Value) -> ApiResult<ConnectorConfig> {
         "state",
         "code_challenge",
     ];
-    let clash: BTreeMap<_, _> = oauth
+    if let Some(key) = oauth
         .authorize_params
-        .iter()
-        .filter(|(k, _)| reserved.contains(&k.as_str()))
-        .collect();
-    if let Some((key, _)) = clash.into_iter().next() {
+        .keys()
+        .find(|k| reserved.contains(&k.as_str()))
+    {
         return Err(ApiError::invalid(format!(
             "config.authorize_params cannot set {key:?}"
         )));

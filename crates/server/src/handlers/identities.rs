@@ -3,14 +3,17 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
 use serde_json::{Value, json};
 use splice_domain::{Identity, IdentityId, rfc3339};
+use splice_sandbox::FetchRequest;
 
 use super::{connector_id, list_filters};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryPairs;
+use crate::outbound::Principal;
 use crate::views;
 
 pub async fn list_identities(
@@ -61,6 +64,91 @@ pub async fn get_token(
         "expires_at": fresh.tokens.expires_at.map(rfc3339),
         "scopes": fresh.tokens.scopes,
     })))
+}
+
+/// Headers never forwarded to the provider: Splice's own credentials and hop-by-hop headers.
+const UNFORWARDED: &[&str] = &[
+    "authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+];
+
+/// `ANY …/identities/{identity}/proxy/{path}`: forwards the request to the provider's API base
+/// URL with the identity's credentials, and passes the answer back.
+pub async fn proxy(
+    State(state): State<AppState>,
+    Path((connector, identity, path)): Path<(String, String, String)>,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    let identity = load(&state, &connector, &identity).await?;
+    let connector = state
+        .store
+        .get_connector(&identity.connector)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("connector {}", identity.connector)))?;
+
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, crate::BODY_LIMIT)
+        .await
+        .map_err(|e| ApiError::invalid(format!("could not read body: {e}")))?;
+    let url = match parts.uri.query() {
+        Some(query) => format!("/{path}?{query}"),
+        None => format!("/{path}"),
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !UNFORWARDED.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let fetch = FetchRequest {
+        method: parts.method.as_str().to_owned(),
+        url,
+        headers,
+        body: (!body.is_empty()).then_some(body),
+        connector: None,
+    };
+
+    let principal = Principal::Identity(identity.id.clone());
+    let answer = state
+        .outbound
+        .call_as(&connector, &principal, fetch)
+        .await
+        .map_err(|e| {
+            let status = match e.code.as_str() {
+                "needs_reauth" => StatusCode::CONFLICT,
+                "provider_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+                "invalid_url" => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            let code = match e.code.as_str() {
+                "needs_reauth" => "needs_reauth",
+                "provider_unavailable" => "provider_unavailable",
+                "invalid_url" => "invalid_request",
+                "connector_misconfigured" => "connector_misconfigured",
+                _ => "provider_error",
+            };
+            ApiError::new(status, code, e.message)
+        })?;
+
+    let mut response = Response::new(axum::body::Body::from(answer.body));
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in answer.headers {
+        let hop = ["connection", "transfer-encoding", "content-length"].contains(&name.as_str());
+        if let (false, Ok(name), Ok(value)) = (
+            hop,
+            HeaderName::try_from(name),
+            HeaderValue::try_from(value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    Ok(response)
 }
 
 async fn load(state: &AppState, connector: &str, identity: &str) -> ApiResult<Identity> {

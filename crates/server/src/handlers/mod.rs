@@ -9,6 +9,7 @@ pub mod identities;
 pub mod installs;
 pub mod integrations;
 pub mod invoke;
+pub mod providers;
 pub mod sessions;
 
 use splice_domain::{ConnectorId, IntegrationId, TagFilter, TenantId};

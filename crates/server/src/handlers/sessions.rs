@@ -1,6 +1,7 @@
 //! Sessions: created by the application, walked by the user through the hosted connect flow
 //! (see [`super::connect`]), then committed into an install.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
@@ -15,6 +16,7 @@ use splice_domain::{
 
 use super::integration_id;
 use crate::AppState;
+use crate::credentials::Mode;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::views;
@@ -26,6 +28,12 @@ pub struct CreateSession {
     redirect_url: String,
     #[serde(default)]
     tags: Tags,
+    /// Identity-level provider settings by connector name (e.g. `{"shop": {"shop": "acme"}}`);
+    /// what is missing is asked for in the connect flow.
+    #[serde(default)]
+    settings: BTreeMap<String, BTreeMap<String, String>>,
+    /// Reconnect: re-authorize this install's identities, keeping their ids.
+    install_id: Option<InstallId>,
 }
 
 /// Starts a connect session for one tenant: one step per connector the integration uses.
@@ -42,15 +50,55 @@ pub async fn create_session(
         .ok_or_else(|| ApiError::not_found(format!("integration {id}")))?;
     check_redirect_url(&body.redirect_url)?;
 
-    let steps: Vec<SessionStep> = integration
-        .connectors
-        .iter()
-        .map(|(name, connector)| SessionStep {
+    let mut steps = Vec::new();
+    for (name, connector_id) in &integration.connectors {
+        let connector = state
+            .store
+            .get_connector(connector_id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::conflict(format!(
+                    "connector {connector_id} of this integration was deleted"
+                ))
+            })?;
+        let mode = state
+            .credentials
+            .mode(&connector)
+            .map_err(ApiError::conflict)?;
+        // Client-credentials connectors use the connector's own token: no user step.
+        if mode == Mode::ClientCredentials {
+            continue;
+        }
+        steps.push(SessionStep {
             name: name.clone(),
-            connector: connector.clone(),
+            connector: connector_id.clone(),
             identity: None,
-        })
-        .collect();
+            settings: body.settings.get(name).cloned().unwrap_or_default(),
+            reconnect: None,
+        });
+    }
+    if let Some(name) = body
+        .settings
+        .keys()
+        .find(|n| !integration.connectors.contains_key(*n))
+    {
+        return Err(ApiError::invalid(format!(
+            "settings.{name}: the integration has no such connector"
+        )));
+    }
+    let reconnect = body.install_id.is_some();
+    if let Some(install_id) = &body.install_id {
+        let install = state.store.get_install(install_id).await?;
+        let install = install
+            .filter(|i| i.integration == integration.id && i.tenant == body.tenant)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("install {install_id} of tenant {}", body.tenant))
+            })?;
+        for step in &mut steps {
+            step.reconnect = install.identities.get(&step.name).cloned();
+        }
+    }
+
     let now = now_millis();
     let status = if steps.is_empty() {
         SessionStatus::Completed
@@ -65,7 +113,8 @@ pub async fn create_session(
         status,
         steps,
         error: None,
-        install: None,
+        install: body.install_id,
+        reconnect,
         expires_at: now + millis(state.session_ttl),
         meta: Meta::new(body.tags, now),
     };
@@ -117,6 +166,9 @@ pub async fn commit_session(
         }
     }
 
+    if session.reconnect {
+        return commit_reconnect(&state, session, now).await;
+    }
     let identities = session
         .steps
         .iter()
@@ -137,6 +189,28 @@ pub async fn commit_session(
     state.store.commit_session(&session, &install).await?;
     tracing::info!(session.id = %session.id, install.id = %install.id, "session committed");
     Ok((StatusCode::CREATED, Json(views::install(&install))))
+}
+
+/// A reconnect re-authorized the install's identities in place: the install stays as it is.
+async fn commit_reconnect(
+    state: &AppState,
+    mut session: Session,
+    now: i64,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let install_id = session
+        .install
+        .clone()
+        .ok_or_else(|| ApiError::internal("reconnect without install"))?;
+    let install =
+        state.store.get_install(&install_id).await?.ok_or_else(|| {
+            ApiError::conflict(format!("install {install_id} was deleted meanwhile"))
+        })?;
+    session.status = SessionStatus::Committed;
+    session.meta.updated_at = now;
+    session.meta.version += 1;
+    state.store.commit_session(&session, &install).await?;
+    tracing::info!(session.id = %session.id, install.id = %install.id, "install reconnected");
+    Ok((StatusCode::OK, Json(views::install(&install))))
 }
 
 async fn load(state: &AppState, id: &str) -> ApiResult<Session> {

@@ -20,3 +20,5 @@ CREATE TABLE events (
     data    TEXT NOT NULL
 );
 CREATE INDEX events_by_type ON events (type, seq);
+
+ALTER TABLE sessions ADD COLUMN reconnect BIGINT NOT NULL DEFAULT 0;

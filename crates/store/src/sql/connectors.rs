@@ -1,7 +1,9 @@
 //! Connectors: their configuration as JSON, the client secret sealed in its own column.
 
 use async_trait::async_trait;
-use splice_domain::{Connector, ConnectorConfig, ConnectorId, Event, OAuth2Config, Secret};
+use splice_domain::{
+    Connector, ConnectorConfig, ConnectorId, Event, OAuth2Config, ProviderConfig, Secret,
+};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -12,17 +14,21 @@ fn secret_context(id: &ConnectorId) -> String {
     format!("connector:{id}:client_secret")
 }
 
-/// Splits a connector's config into the public JSON and the secret.
-fn split_config(config: &ConnectorConfig) -> (String, &Secret) {
-    match config {
-        ConnectorConfig::OAuth2(oauth) => {
-            let mut json = serde_json::to_value(oauth).unwrap_or_default();
-            if let Some(map) = json.as_object_mut() {
-                map.remove("client_secret");
-            }
-            (json.to_string(), &oauth.client_secret)
-        }
+/// Splits a connector's config into the public JSON and the secret (empty when it has none).
+fn split_config(config: &ConnectorConfig) -> (String, &str) {
+    let mut json = match config {
+        ConnectorConfig::OAuth2(oauth) => serde_json::to_value(oauth),
+        ConnectorConfig::Provider(provider) => serde_json::to_value(provider),
     }
+    .unwrap_or_default();
+    if let Some(map) = json.as_object_mut() {
+        map.remove("client_secret");
+    }
+    let secret = config
+        .client_secret()
+        .map(Secret::expose)
+        .unwrap_or_default();
+    (json.to_string(), secret)
 }
 
 impl SqlStore {
@@ -35,12 +41,18 @@ impl SqlStore {
             .map_err(|_| StoreError::Corrupt("client secret is not text".into()))?;
 
         let mut json: serde_json::Value = from_json(row.try_get("config")?, "connector config")?;
-        if let Some(map) = json.as_object_mut() {
+        if let Some(map) = json.as_object_mut()
+            && !secret.is_empty()
+        {
             map.insert("client_secret".into(), secret.into());
         }
         let config = match kind.as_str() {
             "oauth2" => ConnectorConfig::OAuth2(
                 serde_json::from_value::<OAuth2Config>(json)
+                    .map_err(|e| StoreError::Corrupt(format!("connector config: {e}")))?,
+            ),
+            "provider" => ConnectorConfig::Provider(
+                serde_json::from_value::<ProviderConfig>(json)
                     .map_err(|e| StoreError::Corrupt(format!("connector config: {e}")))?,
             ),
             other => {
@@ -70,7 +82,7 @@ impl SqlStore {
 impl ConnectorStore for SqlStore {
     async fn create_connector(&self, connector: &Connector) -> Result<()> {
         let (config, secret) = split_config(&connector.config);
-        let sealed = self.seal(&secret_context(&connector.id), secret.expose().as_bytes());
+        let sealed = self.seal(&secret_context(&connector.id), secret.as_bytes());
         sqlx::query(
             "INSERT INTO connectors \
              (id, kind, config, client_secret, tags, created_at, updated_at, version) \
@@ -107,7 +119,7 @@ impl ConnectorStore for SqlStore {
 
     async fn update_connector(&self, connector: &Connector) -> Result<()> {
         let (config, secret) = split_config(&connector.config);
-        let sealed = self.seal(&secret_context(&connector.id), secret.expose().as_bytes());
+        let sealed = self.seal(&secret_context(&connector.id), secret.as_bytes());
         let done = sqlx::query(
             "UPDATE connectors SET kind = $1, config = $2, client_secret = $3, tags = $4, \
              updated_at = $5, version = $6, status = 'ok', status_reason = NULL \

@@ -106,6 +106,18 @@ impl InstallStore for SqlStore {
         Ok(installs)
     }
 
+    async fn installs_using(&self, identity: &IdentityId) -> Result<Vec<InstallId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT install_id FROM install_identities WHERE identity_id = $1 ORDER BY install_id",
+        )
+        .bind(identity.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|id| InstallId::parse(id).map_err(corrupt))
+            .collect()
+    }
+
     async fn delete_install(&self, id: &InstallId) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM entity_tags WHERE kind = 'install' AND entity_id = $1")

@@ -35,6 +35,7 @@ fn read_session(row: &AnyRow) -> Result<Session> {
         install: install
             .map(|i| splice_domain::InstallId::parse(&i).map_err(corrupt))
             .transpose()?,
+        reconnect: row.try_get::<i64, _>("reconnect")? != 0,
         expires_at: row.try_get("expires_at")?,
         meta: read_meta(row)?,
     })
@@ -71,8 +72,8 @@ impl SessionStore for SqlStore {
     async fn create_session(&self, session: &Session) -> Result<()> {
         sqlx::query(
             "INSERT INTO sessions (id, integration_id, tenant, redirect_url, status, steps, \
-             error, install_id, expires_at, tags, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             error, install_id, expires_at, tags, created_at, updated_at, version, reconnect) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(session.id.as_str())
         .bind(session.integration.as_str())
@@ -87,6 +88,7 @@ impl SessionStore for SqlStore {
         .bind(session.meta.created_at)
         .bind(session.meta.updated_at)
         .bind(session.meta.version)
+        .bind(i64::from(session.reconnect))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -171,7 +173,9 @@ impl SessionStore for SqlStore {
     async fn commit_session(&self, session: &Session, install: &Install) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         rewrite_session(&mut tx, session).await?;
-        self.insert_install(&mut tx, install).await?;
+        if !session.reconnect {
+            self.insert_install(&mut tx, install).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -90,6 +90,7 @@ macro_rules! storage_suite {
 
 storage_suite!(
     connector_round_trips_with_its_secret,
+    provider_connectors_round_trip_with_and_without_a_secret,
     connector_update_checks_the_version,
     deploys_bump_the_version_and_keep_created_at,
     auth_state_is_single_use,
@@ -158,6 +159,8 @@ fn identity(tenant: &str, subject: &str, access: &str) -> Identity {
             refresh_token: Some(Secret::new(format!("{access}-refresh"))),
             expires_at: Some(5_000),
             scopes: vec!["openid".into()],
+            values: Default::default(),
+            named: Default::default(),
         },
         refresh: RefreshState {
             refreshed_at: 1_000,
@@ -178,9 +181,12 @@ fn session(integration: &str, tenant: &str) -> Session {
             name: "idp".into(),
             connector: ConnectorId::parse("idp").unwrap(),
             identity: None,
+            settings: Default::default(),
+            reconnect: None,
         }],
         error: None,
         install: None,
+        reconnect: false,
         expires_at: 10_000,
         meta: Meta::new(tags(&[("plan", "pro")]), 1_000),
     }
@@ -628,8 +634,8 @@ async fn copy_moves_every_row_and_secrets_still_open() {
             .await
             .unwrap()
             .unwrap();
-        let ConnectorConfig::OAuth2(config) = connector.config;
-        assert_eq!(config.client_secret.expose(), "client-secret-1");
+        let secret = connector.config.client_secret().map(Secret::expose);
+        assert_eq!(secret, Some("client-secret-1"));
 
         // A second copy into a populated database is refused.
         let err = source.copy_into(&target).await.unwrap_err();
@@ -771,4 +777,35 @@ async fn connectors_can_be_flagged_misconfigured(_db: &TestDb, store: SqlStore) 
             .misconfigured,
         None
     );
+}
+
+async fn provider_connectors_round_trip_with_and_without_a_secret(_db: &TestDb, store: SqlStore) {
+    let oauth = Connector {
+        id: ConnectorId::parse("slack").unwrap(),
+        config: ConnectorConfig::Provider(ProviderConfig {
+            provider: "slack".into(),
+            client_id: Some("id".into()),
+            client_secret: Some(Secret::new("slack-secret")),
+            scopes: Some(vec!["chat:write".into()]),
+            settings: Default::default(),
+        }),
+        misconfigured: None,
+        meta: Meta::new(Tags::default(), 1),
+    };
+    let keyed = Connector {
+        id: ConnectorId::parse("stripe").unwrap(),
+        config: ConnectorConfig::Provider(ProviderConfig {
+            provider: "stripe".into(),
+            client_id: None,
+            client_secret: None,
+            scopes: None,
+            settings: [("base_url".to_string(), "https://api.example".to_string())].into(),
+        }),
+        misconfigured: None,
+        meta: Meta::new(Tags::default(), 1),
+    };
+    for connector in [oauth, keyed] {
+        store.create_connector(&connector).await.unwrap();
+        assert_eq!(store.get_connector(&connector.id).await.unwrap(), Some(connector));
+    }
 }
