@@ -7,6 +7,7 @@ Run it through `bench/run`, which builds the release binaries first. Environment
   BENCH_DURATION  seconds per wrk run (default 5)
   BENCH_COLD_N    integrations deployed for the cold-start and density measures (default 1000)
   BENCH_PG        0 skips the PostgreSQL measures (default: run them when scripts/postgres works)
+  BENCH_PG_URL    URL of a PostgreSQL role that may create databases (default: scripts/postgres)
 """
 
 import base64
@@ -196,6 +197,7 @@ def wrk(url, connections, key=None, record=True):
         argv[1:1] = ["-H", f"Authorization: Bearer {key}"]
     if record:
         shown = " ".join(a if "Bearer" not in a else "'Authorization: Bearer $KEY'" for a in argv)
+        shown = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:$PORT", shown)
         if shown not in commands:
             commands.append(shown)
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -223,6 +225,10 @@ def us(value):
     if value is None:
         return "—"
     return f"{value / 1000:.2f} ms" if value >= 10_000 else f"{value:.0f} µs"
+
+
+def signed(value):
+    return ("+" if value >= 0 else "−") + us(abs(value))
 
 
 def row(measure, value, baseline, target, met):
@@ -281,12 +287,12 @@ def measure_throughput_and_latency():
     s1, a1, n1 = one["splice"], one["axum"], one["node"]
     added50, added99 = s1["p50"] - a1["p50"], s1["p99"] - a1["p99"]
     row("2. added latency over bare axum, 1 connection",
-        f"p50 +{us(added50)}, p99 +{us(added99)} (Splice p50 {us(s1['p50'])}, p99 {us(s1['p99'])})",
+        f"p50 {signed(added50)}, p99 {signed(added99)} (Splice p50 {us(s1['p50'])}, p99 {us(s1['p99'])})",
         f"axum p50 {us(a1['p50'])}, p99 {us(a1['p99'])}; Node p50 {us(n1['p50'])}, "
         f"p99 {us(n1['p99'])}", "p50 ≤ 30 µs, p99 ≤ 150 µs", added50 <= 30 and added99 <= 150)
     st = one["strict"]
     row("3c. strict isolation (`isolation: invocation`), added per call, 1 connection",
-        f"p50 +{us(st['p50'] - s1['p50'])} (p50 {us(st['p50'])}, p99 {us(st['p99'])})",
+        f"p50 {signed(st['p50'] - s1['p50'])} (p50 {us(st['p50'])}, p99 {us(st['p99'])})",
         "warm route on the same server", "p50 ≤ 150 µs", st["p50"] - s1["p50"] <= 150)
 
     for proc in (axum, node, splice):
@@ -320,7 +326,7 @@ def measure_cold_start_and_density():
     c50, c99 = percentile(cold_us, 50), percentile(cold_us, 99)
     w50 = percentile(warm_us, 50)
     row(f"3a. cold start: first call of each of {COLD_N} deployed, non-resident integrations",
-        f"p50 {us(c50)}, p99 {us(c99)} end to end (p50 +{us(c50 - w50)} over a warm call)",
+        f"p50 {us(c50)}, p99 {us(c99)} end to end (p50 {signed(c50 - w50)} over a warm call)",
         f"warm call, same client: p50 {us(w50)}, p99 {us(percentile(warm_us, 99))}",
         "p50 ≤ 300 µs, p99 ≤ 3 ms", c50 <= 300 and c99 <= 3000)
 
@@ -422,9 +428,9 @@ def measure_token(warm_route):
     d50, d99 = token["p50"] - ok["p50"], token["p99"] - ok["p99"]
     mean = (many["p50"] - ok["p50"]) / 100
     row("5. cached token through the connector SDK (`connector(...)` + `.token()`), 1 connection",
-        f"added p50 +{us(d50)}, p99 +{us(d99)}; mean of 100 in one call {mean:.0f} µs",
+        f"added p50 {signed(d50)}, p99 {signed(d99)}; mean of 100 in one call {mean:.0f} µs",
         f"route p50 {us(token['p50'])}, p99 {us(token['p99'])} vs `ok` route p50 "
-        f"{us(ok['p50'])}, p99 {us(ok['p99'])}", "p99 ≤ 20 µs", d99 <= 20)
+        f"{us(ok['p50'])}, p99 {us(ok['p99'])}", "p99 ≤ 20 µs", d99 <= 20 and mean <= 20)
     stop(splice)
     stop(idp)
 
@@ -436,7 +442,7 @@ def measure_runaway():
     statuses = {status for status, _ in results}
     late = [t - CPU_BUDGET_MS * 1000 for _, t in results]
     row(f"7. runaway `while(true){{}}` with `cpu_ms: {CPU_BUDGET_MS}`: stopped after budget, "
-        "20 calls", f"p50 +{us(percentile(late, 50))}, max +{us(max(late))} late",
+        "20 calls", f"p50 {signed(percentile(late, 50))}, max {signed(max(late))} late",
         f"status {sorted(statuses)}", "≤ 10 ms late",
         percentile(late, 50) <= 10_000 and statuses == {500})
     stop(splice)
@@ -451,12 +457,16 @@ def postgres_database():
     """A fresh database for this run, or None when PostgreSQL is not available here."""
     if not WANT_PG or shutil.which("psql") is None:
         return None, None
-    out = subprocess.run([os.path.join(ROOT, "scripts", "postgres")], capture_output=True,
-                         text=True)
-    if out.returncode != 0:
-        log(f"scripts/postgres exited {out.returncode}; skipping PostgreSQL")
-        return None, None
-    admin_url = out.stdout.strip().splitlines()[-1]
+    # scripts/postgres also drops databases left by earlier test runs; BENCH_PG_URL (a role
+    # that may create databases) avoids that while tests run on the same server.
+    admin_url = os.environ.get("BENCH_PG_URL")
+    if not admin_url:
+        out = subprocess.run([os.path.join(ROOT, "scripts", "postgres")], capture_output=True,
+                             text=True)
+        if out.returncode != 0:
+            log(f"scripts/postgres exited {out.returncode}; skipping PostgreSQL")
+            return None, None
+        admin_url = out.stdout.strip().splitlines()[-1]
     name = f"splice_bench_{os.getpid()}"
     subprocess.run(["psql", admin_url, "-qAtX", "-c", f"CREATE DATABASE {name}"], check=True,
                    capture_output=True)
@@ -548,6 +558,14 @@ def machine():
     }
 
 
+def splice_build():
+    if "BENCH_SPLICE" in os.environ:
+        return f"`{SPLICE}` (BENCH_SPLICE)"
+    out = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True)
+    return f"release build of commit `{out.stdout.strip() or 'unknown'}`"
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -562,6 +580,7 @@ def report(started_at, load_before, load_after):
         f"- Date: {started_at:%Y-%m-%d %H:%M} UTC; generated by `bench/run`.",
         f"- Machine: {m['cpus']} CPUs ({m['model']}), {m['memory']} RAM, Linux {m['kernel']}.",
         f"- Load average (1, 5, 15 min): {load_before} before, {load_after} after.",
+        f"- Splice: {splice_build()}.",
         f"- Tools: {m['rustc']}; Node.js {m['node']}; {m['wrk']}.",
         f"- Medians of {RUNS} runs of {DURATION} s for each wrk measure; everything on loopback.",
         "",

@@ -174,6 +174,9 @@ pub struct ApiSpec {
     /// Headers every call needs (`Notion-Version`); may use captured values.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A cheap authenticated `GET` (relative to `base_url`) that checks a key or password the
+    /// user typed before it is stored; any 2xx answer accepts it.
+    pub verify_path: Option<String>,
 }
 
 impl Default for ApiSpec {
@@ -183,6 +186,7 @@ impl Default for ApiSpec {
             auth_header: authorization(),
             auth_prefix: bearer(),
             headers: BTreeMap::new(),
+            verify_path: None,
         }
     }
 }
@@ -198,6 +202,37 @@ pub struct RateLimitSpec {
     pub reset_header: Option<String>,
     /// What the reset header holds: `epoch_seconds`, `delay_seconds` or `epoch_millis`.
     pub reset_unit: Option<String>,
+}
+
+impl RateLimitSpec {
+    /// The wait a rate-limited answer's reset header asks for (when the provider has one and
+    /// the answer carries it), measured from `now`.
+    pub fn reset_wait(
+        &self,
+        headers: &[(String, String)],
+        now: std::time::SystemTime,
+    ) -> Option<std::time::Duration> {
+        use std::time::{Duration, UNIX_EPOCH};
+        let name = self.reset_header.as_deref()?;
+        let raw = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))?
+            .1
+            .trim();
+        // Without a declared unit the header's meaning is unknown: use none.
+        let at = match self.reset_unit.as_deref()? {
+            "delay_seconds" => {
+                let seconds: f64 = raw
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)?;
+                return Some(Duration::from_secs_f64(seconds.min(86_400.0)));
+            }
+            "epoch_millis" => UNIX_EPOCH + Duration::from_millis(raw.parse().ok()?),
+            _ => UNIX_EPOCH + Duration::from_secs(raw.parse().ok()?),
+        };
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    }
 }
 
 /// What `GET /v1/providers` shows of a provider.
@@ -501,6 +536,16 @@ impl Provider {
     }
 
     pub(crate) fn validate(&self) -> Result<(), CatalogError> {
+        if let Some(unit) = self.rate_limit.reset_unit.as_deref()
+            && !["epoch_seconds", "delay_seconds", "epoch_millis"].contains(&unit)
+        {
+            return Err(CatalogError::Invalid {
+                provider: self.name.clone(),
+                reason: format!(
+                    "rate_limit.reset_unit {unit:?} is not epoch_seconds, delay_seconds or epoch_millis"
+                ),
+            });
+        }
         let invalid = |reason: String| CatalogError::Invalid {
             provider: self.name.clone(),
             reason,
@@ -607,4 +652,50 @@ fn compile(pattern: &str) -> Result<Regex, CatalogError> {
         name: "pattern".into(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::RateLimitSpec;
+
+    fn spec(unit: &str) -> RateLimitSpec {
+        RateLimitSpec {
+            retry_after: false,
+            remaining_header: None,
+            reset_header: Some("X-RateLimit-Reset".into()),
+            reset_unit: Some(unit.into()),
+        }
+    }
+
+    #[test]
+    fn reset_headers_in_each_unit_become_waits() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let headers = |v: &str| vec![("x-ratelimit-reset".to_string(), v.to_string())];
+        let wait = |unit: &str, v: &str| spec(unit).reset_wait(&headers(v), now);
+        assert_eq!(
+            wait("epoch_seconds", "1700000030"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait("epoch_millis", "1700000001500"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(wait("delay_seconds", "12"), Some(Duration::from_secs(12)));
+        assert_eq!(
+            wait("delay_seconds", "1.5"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            wait("epoch_seconds", "1699999990"),
+            Some(Duration::ZERO),
+            "past resets wait nothing"
+        );
+        assert_eq!(wait("epoch_seconds", "soon"), None);
+        assert_eq!(
+            RateLimitSpec::default().reset_wait(&headers("5"), now),
+            None
+        );
+    }
 }

@@ -752,7 +752,7 @@ async fn hostile_code_ends_in_a_clear_error_and_the_runtime_recovers() {
         ),
         (
             "sort",
-            "Array.from({ length: 1e6 }, (_, i) => -i).sort((a, b) => { for (;;); });",
+            "Array.from({ length: 1e4 }, (_, i) => -i).sort((a, b) => { for (;;); });",
             InvokeError::CpuLimit(200),
         ),
         ("spin-at-load", "", InvokeError::CpuLimit(200)),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use splice_catalog::{RetryPlan, retry_plan};
+use splice_catalog::{RateLimitSpec, RetryPlan, retry_plan};
 use splice_domain::{Connector, IdentityId, Secret};
 use splice_oauth::{TokenFailure, TokenManager};
 use splice_sandbox::{FetchRequest, FetchResponse, HostError};
@@ -123,8 +123,54 @@ impl Outbound {
         .await
     }
 
+    /// Checks a key or password the user typed with the provider's verification call, when the
+    /// catalog declares one. `Ok(false)`: the provider refused it.
+    pub async fn verify_credential(
+        &self,
+        connector: &Connector,
+        secret: &Secret,
+        values: &std::collections::BTreeMap<String, String>,
+    ) -> Result<bool, HostError> {
+        let misconfigured = |e: String| host_error("connector_misconfigured", e);
+        let provider = self
+            .credentials
+            .provider(connector)
+            .map_err(misconfigured)?;
+        let Some(path) = provider.and_then(|p| p.api.verify_path.clone()) else {
+            return Ok(true);
+        };
+        let mode = self.credentials.mode(connector).map_err(misconfigured)?;
+        let target = self
+            .credentials
+            .api_target(connector, values)
+            .map_err(misconfigured)?;
+        let request = FetchRequest {
+            method: "GET".into(),
+            url: resolve_url(target.base_url.as_deref(), &path)?,
+            ..FetchRequest::default()
+        };
+        let answer = self
+            .send(with_credential(
+                &request,
+                &target,
+                &credential_value(mode, secret),
+            ))
+            .await?;
+        Ok((200..300).contains(&answer.status))
+    }
+
     /// Sends a request, retrying rate-limited idempotent requests as `Retry-After` says.
     pub async fn send(&self, request: FetchRequest) -> Result<FetchResponse, HostError> {
+        self.send_limited(request, None).await
+    }
+
+    /// Like [`Outbound::send`]; without `Retry-After`, the provider's reset header (from the
+    /// catalog) gives the wait.
+    async fn send_limited(
+        &self,
+        request: FetchRequest,
+        limits: Option<&RateLimitSpec>,
+    ) -> Result<FetchResponse, HostError> {
         let idempotent = IDEMPOTENT.contains(&request.method.to_ascii_uppercase().as_str());
         let mut attempt = 0;
         loop {
@@ -138,10 +184,17 @@ impl Outbound {
                 .iter()
                 .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
                 .map(|(_, value)| value.as_str());
-            let wait = match retry_plan(header, SystemTime::now(), MAX_RETRY_WAIT) {
+            let now = SystemTime::now();
+            let wait = match retry_plan(header, now, MAX_RETRY_WAIT) {
                 RetryPlan::Wait(wait) => wait,
-                // Too far out to wait inline, or no hint: hand the answer back.
-                RetryPlan::Reschedule(_) | RetryPlan::Backoff => return Ok(response),
+                RetryPlan::Backoff => {
+                    match limits.and_then(|l| l.reset_wait(&response.headers, now)) {
+                        Some(wait) if wait <= MAX_RETRY_WAIT => wait,
+                        // No hint, or too far out to wait inline: hand the answer back.
+                        _ => return Ok(response),
+                    }
+                }
+                RetryPlan::Reschedule(_) => return Ok(response),
             };
             tracing::debug!(url = %redact(&request.url), wait_ms = wait.as_millis() as u64, "rate limited; retrying");
             tokio::time::sleep(wait).await;

@@ -2,6 +2,7 @@
 //! task writes them in batches.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use splice_domain::InvocationRecord;
@@ -23,19 +24,22 @@ enum Message {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Message>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Recorder {
     pub fn start(store: Arc<dyn Store>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(store, rx));
-        Self { tx }
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_batches(store, rx, dropped.clone()));
+        Self { tx, dropped }
     }
 
-    /// Queues a record without waiting.
+    /// Queues a record without waiting; when the writer cannot keep up the record is dropped
+    /// and counted (reported by the writer, at most once a batch).
     pub fn record(&self, record: InvocationRecord) {
         if self.tx.try_send(Message::Record(record)).is_err() {
-            tracing::warn!("invocation log queue is full; dropping a record");
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -48,7 +52,11 @@ impl Recorder {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
+async fn write_batches(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Message>,
+    dropped: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -60,6 +68,13 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
                 Ok(Some(next)) => take(next, &mut batch, &mut waiting),
                 _ => break,
             }
+        }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            tracing::warn!(
+                dropped = lost,
+                "invocation log queue was full; records were dropped"
+            );
         }
         if !batch.is_empty() {
             if let Err(err) = store.record_invocations(&batch).await {

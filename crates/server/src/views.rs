@@ -23,11 +23,9 @@ pub fn connector(state: &AppState, connector: &Connector) -> Value {
         ConnectorConfig::OAuth2(oauth) => (serde_json::to_value(oauth), None),
         ConnectorConfig::Provider(p) => (serde_json::to_value(p), Some(p.provider.as_str())),
     };
-    if let Ok(map) = config.as_mut().map(|c| c.as_object_mut()) {
-        if let Some(map) = map {
-            map.remove("client_secret");
-            map.remove("provider");
-        }
+    if let Ok(Some(map)) = config.as_mut().map(|c| c.as_object_mut()) {
+        map.remove("client_secret");
+        map.remove("provider");
     }
     let body = json!({
         "id": connector.id,

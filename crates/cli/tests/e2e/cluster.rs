@@ -166,7 +166,7 @@ async fn two_nodes_serve_one_flow_and_see_each_others_deploys() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-/// 200 concurrent calls over both nodes on an expired identity: one refresh grant, all
+/// 500 concurrent calls over both nodes on an expired identity: one refresh grant, all
 /// succeed, and the newest refresh token is the one stored (the next refresh works).
 #[tokio::test]
 async fn concurrent_calls_on_two_nodes_refresh_once() {
@@ -177,7 +177,7 @@ async fn concurrent_calls_on_two_nodes_refresh_once() {
     cluster.install(a).await;
     cluster.wait_for_expiry().await;
 
-    let calls = (0..200).map(|i| call(if i % 2 == 0 { a } else { b }));
+    let calls = (0..500).map(|i| call(if i % 2 == 0 { a } else { b }));
     let results = join_all(calls).await;
     let failures: Vec<_> = results
         .iter()

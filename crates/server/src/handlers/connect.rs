@@ -234,6 +234,22 @@ pub async fn submit_connect(
     };
 
     let values = session.steps[index].settings.clone();
+    match state
+        .outbound
+        .verify_credential(&connector, &secret, &values)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            let message = "The provider did not accept these credentials. Go back and try again.";
+            return Err(Page::new(StatusCode::BAD_REQUEST, message));
+        }
+        Err(err) => {
+            tracing::warn!(connector.id = %connector.id, error = %err, "credential check failed");
+            let message = "The provider could not be reached to check these credentials.";
+            return Err(Page::new(StatusCode::BAD_GATEWAY, message));
+        }
+    }
     let tokens = TokenSet {
         access_token: secret,
         refresh_token: None,

@@ -7,26 +7,44 @@ use sqlx::Row;
 use super::{SqlStore, from_json};
 use crate::{InvocationQuery, InvocationStore, Result, StoreError};
 
+/// Columns bound per invocation row.
+const COLUMNS: usize = 9;
+/// Rows per INSERT, well under SQLite's and PostgreSQL's parameter limits.
+const ROWS_PER_INSERT: usize = 100;
+
 #[async_trait]
 impl InvocationStore for SqlStore {
     async fn record_invocations(&self, records: &[InvocationRecord]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            sqlx::query(
+        // One multi-row statement per chunk: a burst of invocations costs a few round trips.
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let params: Vec<String> = (1..=COLUMNS)
+                        .map(|c| format!("${}", i * COLUMNS + c))
+                        .collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            let sql = format!(
                 "INSERT INTO invocations (integration_id, install_id, at, method, path, status, \
-                 duration_us, error, logs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(r.integration.as_str())
-            .bind(&r.install)
-            .bind(r.at)
-            .bind(&r.method)
-            .bind(&r.path)
-            .bind(i64::from(r.status))
-            .bind(r.duration_us)
-            .bind(&r.error)
-            .bind(r.logs.to_string())
-            .execute(&mut *tx)
-            .await?;
+                 duration_us, error, logs) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(r.integration.as_str())
+                    .bind(&r.install)
+                    .bind(r.at)
+                    .bind(&r.method)
+                    .bind(&r.path)
+                    .bind(i64::from(r.status))
+                    .bind(r.duration_us)
+                    .bind(&r.error)
+                    .bind(r.logs.to_string());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

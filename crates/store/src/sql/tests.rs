@@ -500,6 +500,16 @@ async fn invocations_list_newest_first_with_filters(_db: &TestDb, store: SqlStor
         vec![batch[1].clone()]
     );
 
+    // A batch larger than one multi-row insert is written whole.
+    let many: Vec<_> = (10..260).map(|at| record(at, Some("ins_b"))).collect();
+    store.record_invocations(&many).await.unwrap();
+    let by_b = InvocationQuery {
+        install: Some("ins_b".into()),
+        limit: 500,
+        ..Default::default()
+    };
+    assert_eq!(store.list_invocations(&id, &by_b).await.unwrap().len(), 250);
+
     let window = InvocationQuery {
         since: Some(2),
         until: Some(3),
@@ -806,6 +816,9 @@ async fn provider_connectors_round_trip_with_and_without_a_secret(_db: &TestDb, 
     };
     for connector in [oauth, keyed] {
         store.create_connector(&connector).await.unwrap();
-        assert_eq!(store.get_connector(&connector.id).await.unwrap(), Some(connector));
+        assert_eq!(
+            store.get_connector(&connector.id).await.unwrap(),
+            Some(connector)
+        );
     }
 }
