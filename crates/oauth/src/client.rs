@@ -7,10 +7,7 @@ use base64::Engine as _;
 use splice_domain::{ClientAuth, Millis, OAuth2Config, Secret, now_millis};
 use url::Url;
 
-use crate::response::{
-    ResponseShape, TokenError, TokenResponse, TokenSet, parse_token_response,
-    parse_token_response_with,
-};
+use crate::response::{ResponseShape, TokenError, TokenSet, parse_token_response_with};
 
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -123,96 +120,6 @@ pub struct OAuthClient {
 impl OAuthClient {
     pub fn new(http: reqwest::Client) -> Self {
         Self { http }
-    }
-
-    /// The URL that sends the user to the provider's consent page.
-    pub fn authorize_url(
-        &self,
-        config: &OAuth2Config,
-        request: &AuthorizeRequest<'_>,
-    ) -> Result<Url, url::ParseError> {
-        let mut url = Url::parse(&config.authorization_url)?;
-        {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("response_type", "code")
-                .append_pair("client_id", &config.client_id)
-                .append_pair("redirect_uri", request.redirect_uri)
-                .append_pair("state", request.state);
-            if !config.scopes.is_empty() {
-                query.append_pair("scope", &config.scopes.join(" "));
-            }
-            if let Some(challenge) = request.code_challenge {
-                query
-                    .append_pair("code_challenge", challenge)
-                    .append_pair("code_challenge_method", "S256");
-            }
-            for (key, value) in &config.authorize_params {
-                query.append_pair(key, value);
-            }
-        }
-        Ok(url)
-    }
-
-    /// Exchanges an authorization code for tokens.
-    pub async fn exchange_code(
-        &self,
-        config: &OAuth2Config,
-        code: &str,
-        redirect_uri: &str,
-        code_verifier: Option<&Secret>,
-    ) -> Result<TokenResponse, TokenError> {
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", redirect_uri),
-        ];
-        if let Some(verifier) = code_verifier {
-            form.push(("code_verifier", verifier.expose()));
-        }
-        self.token_request(config, form).await
-    }
-
-    /// Trades a refresh token for a new access token (and maybe a new refresh token).
-    pub async fn refresh(
-        &self,
-        config: &OAuth2Config,
-        refresh_token: &Secret,
-    ) -> Result<TokenResponse, TokenError> {
-        let form = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.expose()),
-        ];
-        self.token_request(config, form).await
-    }
-
-    async fn token_request(
-        &self,
-        config: &OAuth2Config,
-        mut form: Vec<(&str, &str)>,
-    ) -> Result<TokenResponse, TokenError> {
-        let mut request = self
-            .http
-            .post(&config.token_url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(TOKEN_TIMEOUT);
-        match config.client_auth {
-            ClientAuth::Body => {
-                form.push(("client_id", &config.client_id));
-                form.push(("client_secret", config.client_secret.expose()));
-            }
-            ClientAuth::Basic => {
-                let value = basic_auth(&config.client_id, &config.client_secret);
-                request = request.header(reqwest::header::AUTHORIZATION, value);
-            }
-        }
-
-        let response = request.form(&form).send().await.map_err(transient)?;
-        let status = response.status().as_u16();
-        let content_type = header_text(response.headers(), reqwest::header::CONTENT_TYPE);
-        let body = response.bytes().await.map_err(transient)?;
-        let received_at: Millis = now_millis();
-        parse_token_response(status, content_type.as_deref(), &body, received_at)
     }
 
     /// The consent URL for a catalog provider: its scope separator and fixed parameters.
@@ -493,7 +400,8 @@ mod tests {
             state: "st",
             code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
         };
-        let url = client.authorize_url(&config(), &request).unwrap();
+        let target = ProviderAuthorize::generic(&config());
+        let url = client.authorize_url_with(&target, &request).unwrap();
         let pairs: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
         assert_eq!(pairs["tenant"], "x");
         assert_eq!(pairs["response_type"], "code");
