@@ -820,6 +820,8 @@ async fn revoked_grant_needs_reauth_and_reconnects_into_the_same_install() {
     let (session, _) = connect(&app, body, "alice").await;
     let reinstall = commit(&app, &session, StatusCode::OK).await;
     assert_eq!(reinstall["id"], *install_id, "{reinstall}");
+    assert_event(&app, "install.created", &install_id).await;
+    assert_event(&app, "install.reconnected", &install_id).await;
     assert_eq!(reinstall["identities"]["idp"], *identity, "{reinstall}");
 
     let (status, found) = app.get(&identity_path).await;
@@ -1174,4 +1176,194 @@ fn assert_secrets_absent(app: &TestApp, secrets: &[(&str, &str)], may_show: impl
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entries from `providers_dir`, and API keys checked by the catalog's verification call.
+
+/// An API-key provider whose verification call answers `status` (the echo's status knob).
+fn verified_provider(name: &str, status: u16) -> String {
+    format!(
+        r#"name = "{name}"
+display_name = "Checked keys"
+docs_url = "https://example.com/docs"
+auth_mode = "api_key"
+
+[[settings]]
+name = "base_url"
+label = "API base URL"
+pattern = "^https?://[^\\s{{}}]+$"
+
+[api_key]
+placement = "header"
+name = "X-Api-Key"
+
+[api]
+base_url = "{{base_url}}"
+verify_path = "/verify?status={status}"
+"#
+    )
+}
+
+#[tokio::test]
+async fn api_keys_are_checked_by_the_providers_verification_call() {
+    let dir = tempfile::tempdir().expect("a providers folder");
+    std::fs::write(
+        dir.path().join("checked.toml"),
+        verified_provider("checked", 200),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("refusing.toml"),
+        verified_provider("refusing", 401),
+    )
+    .unwrap();
+    let folder = dir.path().to_string_lossy().into_owned();
+    let app = TestApp::start_with_env(&[("SPLICE_PROVIDERS_DIR", folder.as_str())]).await;
+    let idp = start_provider(&app, None).await;
+
+    // The folder's entries join the catalog.
+    let (status, entry) = app.get("/v1/providers/checked").await;
+    assert_eq!(status, StatusCode::OK, "{entry}");
+    assert_eq!(entry["auth_mode"], "api_key", "{entry}");
+
+    for (id, provider) in [("good", "checked"), ("bad", "refusing")] {
+        let body = json!({
+            "id": id,
+            "provider": provider,
+            "config": { "settings": { "base_url": idp.echo_url() } },
+        });
+        let (status, created) = app.post("/v1/connectors", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        deploy(&app, id, &ECHO_JS.replace("NAME", id), json!({ id: id })).await;
+    }
+
+    // Accepted: the verification call answered 200, the session completes.
+    let (session, url) = create_session(&app, "good", json!({})).await;
+    let session_id = str_field(&session, "id");
+    fill_hosted_form(&app, &url, session_id, &[("api_key", "key-accepted")]).await;
+    assert_eq!(session_status(&app, session_id).await, "completed");
+
+    // Refused: the provider answered 401, so no identity is stored and the session waits.
+    let (session, url) = create_session(&app, "bad", json!({})).await;
+    let session_id = str_field(&session, "id");
+    let path = local_path(&app, &url);
+    let form = [("api_key", "key-refused")];
+    let answer = app.send(app.request(Method::POST, &path).form(&form)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert!(answer.text.contains("did not accept"), "{}", answer.text);
+    assert_eq!(session_status(&app, session_id).await, "pending");
+    let (_, identities) = app.get("/v1/connectors/bad/identities").await;
+    assert_eq!(identities["items"], json!([]), "{identities}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity-level settings collected in the connect form and templated into the provider's URLs.
+
+const ORG_PROVIDER: &str = r#"name = "orgidp"
+display_name = "An identity provider per organisation"
+docs_url = "https://example.com/docs"
+auth_mode = "oauth2"
+
+[[settings]]
+name = "issuer"
+label = "Issuer URL"
+pattern = "^https?://[^\\s{}]+$"
+
+[[settings]]
+name = "org"
+label = "Your organisation"
+source = "identity"
+
+[oauth2]
+authorization_url = "{issuer}/auth?org={org}"
+token_url = "{issuer}/token"
+pkce = true
+default_scopes = ["openid", "offline_access"]
+authorize_params = { prompt = "consent" }
+
+[account]
+userinfo_url = "{issuer}/me"
+id_path = "/sub"
+
+[api]
+base_url = "{issuer}"
+"#;
+
+const ORG_JS: &str = r#"import { Integration } from "splice";
+const integration = new Integration();
+integration.router.get("/me", async (ctx) => {
+  const idp = await integration.tenant.connector(ctx, "org", "acme");
+  ctx.body = await (await idp.fetch("/me")).json();
+});
+export default integration;
+"#;
+
+#[tokio::test]
+async fn identity_settings_are_asked_for_and_shape_the_provider_urls() {
+    let dir = tempfile::tempdir().expect("a providers folder");
+    std::fs::write(dir.path().join("orgidp.toml"), ORG_PROVIDER).unwrap();
+    let folder = dir.path().to_string_lossy().into_owned();
+    let app = TestApp::start_with_env(&[("SPLICE_PROVIDERS_DIR", folder.as_str())]).await;
+    let callback_url = format!("{}/v1/oauth/callback", app.public_url());
+    let secret = format!("cs-{}", random_hex(40));
+    let idp =
+        OidcProvider::start_with(&callback_url, CLIENT_ID, &secret, OidcOptions::default()).await;
+
+    let body = json!({
+        "id": "org",
+        "provider": "orgidp",
+        "config": {
+            "client_id": CLIENT_ID,
+            "client_secret": secret,
+            "settings": { "issuer": idp.issuer() },
+        },
+    });
+    create_provider_connector(&app, &body, &secret).await;
+    deploy(&app, "orgs", ORG_JS, json!({ "org": "org" })).await;
+
+    // The connect page asks for the organisation first.
+    let (session, url) = create_session(&app, "orgs", json!({})).await;
+    let session_id = str_field(&session, "id").to_owned();
+    let path = local_path(&app, &url);
+    let page = app.send(app.request(Method::GET, &path)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let inputs = form_inputs(&page.text);
+    assert!(inputs.iter().any(|i| i.name == "org"), "{inputs:?}");
+    let answer = app
+        .send(
+            app.request(Method::POST, &path)
+                .form(&[("org", "acme-corp")]),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
+
+    // Then the consent page, on a URL built with it.
+    let browser = Browser::new(REDIRECT_URL);
+    let done = browser.authorize(&url, "alice", Consent::Grant).await;
+    assert_eq!(
+        query_param(&done, "session").as_deref(),
+        Some(session_id.as_str()),
+        "{done}"
+    );
+    let consent_page = format!("GET {}", idp.authorization_url());
+    let to_provider = browser
+        .trail()
+        .into_iter()
+        .find(|u| u.starts_with(&consent_page));
+    let to_provider = to_provider.expect("the browser visited the consent page");
+    assert!(to_provider.contains("org=acme-corp"), "{to_provider}");
+
+    let install = commit(&app, &session_id, StatusCode::CREATED).await;
+    let identity = str_field(&install["identities"], "org");
+    let (_, found) = app
+        .get(&format!("/v1/connectors/org/identities/{identity}"))
+        .await;
+    assert_eq!(found["subject"], "alice", "{found}");
+    assert_eq!(found["values"]["org"], "acme-corp", "{found}");
+
+    // Relative calls resolve against the provider's API base URL.
+    let (status, me) = app.get("/v1/integrations/orgs/api/me").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["sub"], "alice", "{me}");
 }

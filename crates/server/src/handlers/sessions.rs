@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 use splice_domain::{
-    Install, InstallId, Meta, Session, SessionId, SessionStatus, SessionStep, Tags, TenantId,
-    now_millis,
+    Event, Install, InstallId, Meta, Session, SessionId, SessionStatus, SessionStep, Tags,
+    TenantId, now_millis,
 };
 
 use super::integration_id;
@@ -188,6 +188,15 @@ pub async fn commit_session(
 
     state.store.commit_session(&session, &install).await?;
     tracing::info!(session.id = %session.id, install.id = %install.id, "session committed");
+    let event = Event::new(
+        "install.created",
+        Some(install.tenant.clone()),
+        install.id.as_str(),
+        serde_json::json!({"integration": install.integration, "session": session.id}),
+    );
+    if let Err(err) = state.store.record_event(&event).await {
+        tracing::warn!(error = %err, "could not record install.created");
+    }
     Ok((StatusCode::CREATED, Json(views::install(&install))))
 }
 
@@ -210,6 +219,15 @@ async fn commit_reconnect(
     session.meta.version += 1;
     state.store.commit_session(&session, &install).await?;
     tracing::info!(session.id = %session.id, install.id = %install.id, "install reconnected");
+    let event = Event::new(
+        "install.reconnected",
+        Some(install.tenant.clone()),
+        install.id.as_str(),
+        serde_json::json!({"integration": install.integration, "session": session.id}),
+    );
+    if let Err(err) = state.store.record_event(&event).await {
+        tracing::warn!(error = %err, "could not record install.reconnected");
+    }
     Ok((StatusCode::OK, Json(views::install(&install))))
 }
 
