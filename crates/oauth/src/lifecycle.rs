@@ -140,6 +140,7 @@ pub struct TokenManager {
     settings: Lifecycle,
     locks: Mutex<HashMap<IdentityId, Arc<tokio::sync::Mutex<()>>>>,
     app_tokens: tokio::sync::Mutex<HashMap<ConnectorId, AppToken>>,
+    app_locks: Mutex<HashMap<ConnectorId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn millis(duration: Duration) -> Millis {
@@ -160,6 +161,7 @@ impl TokenManager {
             settings,
             locks: Mutex::default(),
             app_tokens: tokio::sync::Mutex::default(),
+            app_locks: Mutex::default(),
         }
     }
 
@@ -169,14 +171,17 @@ impl TokenManager {
         if let Some(reason) = &connector.misconfigured {
             return Err(TokenFailure::ConnectorMisconfigured(reason.clone()));
         }
-        // Holding the cache lock while minting makes the mint single-flight.
-        let mut cache = self.app_tokens.lock().await;
-        let now = now_millis();
-        if let Some(cached) = cache.get(&connector.id) {
-            let fresh = !self.needs_refresh_at(cached.expires_at, now);
-            if fresh && cached.connector_version == connector.meta.version {
-                return Ok(cached.token.clone());
-            }
+        if let Some(token) = self.cached_app_token(connector).await {
+            return Ok(token);
+        }
+        // One mint per connector at a time; other connectors are not held up.
+        let lock = {
+            let mut locks = self.app_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(connector.id.clone()).or_default().clone()
+        };
+        let _minting = lock.lock().await;
+        if let Some(token) = self.cached_app_token(connector).await {
+            return Ok(token);
         }
         let endpoint = self
             .endpoints
@@ -198,7 +203,10 @@ impl TokenManager {
                     expires_at: set.token.expires_at,
                     connector_version: connector.meta.version,
                 };
-                cache.insert(connector.id.clone(), entry);
+                self.app_tokens
+                    .lock()
+                    .await
+                    .insert(connector.id.clone(), entry);
                 tracing::info!(connector.id = %connector.id, "client-credentials token minted");
                 Ok(token)
             }
@@ -206,7 +214,7 @@ impl TokenManager {
                 TokenError::Misconfigured { error, description }
                 | TokenError::Rejected { error, description },
             ) => {
-                cache.remove(&connector.id);
+                self.app_tokens.lock().await.remove(&connector.id);
                 Err(TokenFailure::ConnectorMisconfigured(format!(
                     "{error}: {description}"
                 )))
@@ -215,6 +223,13 @@ impl TokenManager {
                 Err(TokenFailure::Unavailable(reason))
             }
         }
+    }
+
+    async fn cached_app_token(&self, connector: &Connector) -> Option<Secret> {
+        let cache = self.app_tokens.lock().await;
+        let cached = cache.get(&connector.id)?;
+        let fresh = !self.needs_refresh_at(cached.expires_at, now_millis());
+        (fresh && cached.connector_version == connector.meta.version).then(|| cached.token.clone())
     }
 
     /// The identity with an access token valid for at least the margin, refreshing first when
