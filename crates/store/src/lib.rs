@@ -4,6 +4,8 @@
 //! way in, and decrypted on the way out: nothing above this crate handles ciphertext and nothing
 //! below it sees plaintext.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use splice_domain::{
@@ -207,6 +209,187 @@ pub trait ClusterStore: Send + Sync {
     async fn ping(&self) -> Result<()>;
 }
 
+/// Attempts a job gets unless its [`NewJob`] says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// Waiting for its `run_at`, or for a worker.
+    Queued,
+    /// Claimed by a worker whose lease runs until `lease_until`.
+    Running,
+    Succeeded,
+    /// Dead letter: the last attempt failed, or the failure was final.
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// A job to put on the queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    /// What handles it, e.g. `webhook.event`, `integration.task`, `schedule.fire`.
+    pub kind: String,
+    /// Jobs sharing a partition (e.g. an integration id) count against one concurrency limit.
+    pub partition: Option<String>,
+    pub payload: serde_json::Value,
+    /// Enqueueing a key that is already stored returns that job instead of a new one. Keys
+    /// are global, so callers namespace them (`"<kind>:<source id>"`).
+    pub idempotency_key: Option<String>,
+    pub max_attempts: u32,
+    /// Not before this time.
+    pub run_at: Millis,
+}
+
+impl NewJob {
+    /// A job of `kind` due at `run_at`, without partition or idempotency key.
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value, run_at: Millis) -> Self {
+        Self {
+            kind: kind.into(),
+            partition: None,
+            payload,
+            idempotency_key: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            run_at,
+        }
+    }
+}
+
+/// A stored job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// `job_` and 32 hex digits.
+    pub id: String,
+    pub kind: String,
+    pub partition: Option<String>,
+    pub payload: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub status: JobStatus,
+    /// Runs started so far, counted when a run is claimed.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_at: Millis,
+    /// The worker that holds (or last held) the job.
+    pub lease_owner: Option<String>,
+    /// While running: when the lease lapses and another worker may take the job.
+    pub lease_until: Option<Millis>,
+    pub last_error: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub finished_at: Option<Millis>,
+}
+
+/// What a worker asks of [`JobStore::claim_jobs`].
+#[derive(Clone, Debug)]
+pub struct JobClaim<'a> {
+    /// Recorded as the lease owner; unique per worker (node id and worker number).
+    pub worker: &'a str,
+    /// The kinds this worker handles; empty for every kind.
+    pub kinds: &'a [&'a str],
+    pub limit: u32,
+    pub lease: Duration,
+    /// At most this many jobs of one partition running at once (unexpired leases), counting
+    /// the ones claimed now. Jobs without a partition are not limited.
+    pub max_running_per_partition: Option<u32>,
+    pub now: Millis,
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default)]
+pub struct JobQuery {
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    pub partition: Option<String>,
+    pub limit: u32,
+}
+
+/// The durable job queue.
+///
+/// A run's outcome (`heartbeat_job`, `complete_job`, `fail_job`) is written only while the
+/// job is still the run that was claimed: status running, the same lease owner and the same
+/// attempt. A worker whose lease lapsed and whose job was taken by another gets `None` and
+/// must drop its outcome, so it can never overwrite the newer run's.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a queued job; returns it and whether it was created. With an idempotency key
+    /// that is already stored, returns the stored job (whatever its status) and `false`.
+    async fn enqueue_job(&self, job: &NewJob, now: Millis) -> Result<(Job, bool)>;
+    /// Atomically takes up to `limit` due jobs, oldest `run_at` first: queued ones due by
+    /// `now`, and running ones whose lease lapsed. Each becomes running under the worker's
+    /// lease with its attempt counted. Lapsed jobs with no attempt left become dead letters
+    /// instead. No job is handed to two claimers, on any node.
+    async fn claim_jobs(&self, claim: &JobClaim<'_>) -> Result<Vec<Job>>;
+    /// Extends the lease of a claimed job to `now + lease`; `None` when the run lost it.
+    async fn heartbeat_job(&self, job: &Job, lease: Duration, now: Millis) -> Result<Option<Job>>;
+    /// Marks a claimed job succeeded with its result; `None` when the run lost it.
+    async fn complete_job(
+        &self,
+        job: &Job,
+        result: &serde_json::Value,
+        now: Millis,
+    ) -> Result<Option<Job>>;
+    /// Records a claimed job's failure. With `retry_at` and attempts left it is queued again
+    /// for `retry_at`; otherwise it becomes a dead letter (`failed`). `None` when the run
+    /// lost the job.
+    async fn fail_job(
+        &self,
+        job: &Job,
+        error: &str,
+        retry_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<Option<Job>>;
+    async fn get_job(&self, id: &str) -> Result<Option<Job>>;
+    /// Newest first.
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>>;
+    /// Queues a failed or cancelled job again, due at `now`, with its attempts reset.
+    /// `None` when no such job is failed or cancelled.
+    async fn replay_job(&self, id: &str, now: Millis) -> Result<Option<Job>>;
+    /// Cancels a queued job; `None` when no such job is queued.
+    async fn cancel_job(&self, id: &str, now: Millis) -> Result<Option<Job>>;
+    /// When the next job of these kinds (empty: any) becomes claimable: the earliest queued
+    /// `run_at` or running `lease_until`. For a worker to sleep until then.
+    async fn next_job_due(&self, kinds: &[&str]) -> Result<Option<Millis>>;
+    /// Deletes succeeded, failed and cancelled jobs finished before `before`; returns how many.
+    async fn purge_finished_jobs(&self, before: Millis) -> Result<u64>;
+}
+
+/// How long to wait before retrying after failed attempt number `attempt` (1 for the first):
+/// `base` doubled per attempt, capped at `max`, then scaled into its upper half by `jitter`
+/// (0 gives half the step, 1 the full step), so retries of many jobs spread out. The caller
+/// supplies `jitter`, a random number in `0..1`, which keeps this function deterministic.
+pub fn retry_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let doublings = attempt.saturating_sub(1);
+    let step = 2u32
+        .checked_pow(doublings)
+        .and_then(|factor| base.checked_mul(factor))
+        .map_or(max, |delay| delay.min(max));
+    step.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
+}
+
 /// Everything Splice stores, as one object handlers can hold.
 pub trait Store:
     ConnectorStore
@@ -217,6 +400,7 @@ pub trait Store:
     + InvocationStore
     + EventStore
     + ClusterStore
+    + JobStore
 {
 }
 
@@ -229,6 +413,7 @@ impl<T> Store for T where
         + InvocationStore
         + EventStore
         + ClusterStore
+        + JobStore
 {
 }
 

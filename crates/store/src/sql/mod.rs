@@ -9,6 +9,7 @@ mod identities;
 mod installs;
 mod integrations;
 mod invocations;
+mod jobs;
 mod sessions;
 
 use std::time::Duration;

@@ -104,6 +104,18 @@ storage_suite!(
     due_identities_are_expiring_or_stale_and_not_backing_off,
     events_list_newest_first_and_poll_after_a_cursor,
     connectors_can_be_flagged_misconfigured,
+    jobs_round_trip_with_payload_and_result,
+    an_idempotency_key_returns_the_stored_job,
+    jobs_wait_for_their_run_at_and_kind,
+    claims_take_the_oldest_due_first_up_to_the_limit,
+    a_lapsed_lease_is_reclaimed_and_the_stale_run_refused,
+    failures_retry_then_dead_letter_with_the_last_error,
+    replay_and_cancel_move_jobs_between_states,
+    a_lapsed_last_attempt_becomes_a_dead_letter,
+    the_partition_limit_caps_running_jobs,
+    purge_removes_only_old_finished_jobs,
+    concurrent_claimers_never_share_a_job,
+    concurrent_claimers_respect_the_partition_limit,
 );
 
 fn tags(pairs: &[(&str, &str)]) -> Tags {
@@ -820,5 +832,655 @@ async fn provider_connectors_round_trip_with_and_without_a_secret(_db: &TestDb, 
             store.get_connector(&connector.id).await.unwrap(),
             Some(connector)
         );
+    }
+}
+
+// The job queue.
+
+const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A claim by `worker` at `now` of up to ten jobs of any kind, with a 30 s lease.
+fn claim_at(worker: &str, now: Millis) -> JobClaim<'_> {
+    JobClaim {
+        worker,
+        kinds: &[],
+        limit: 10,
+        lease: LEASE,
+        max_running_per_partition: None,
+        now,
+    }
+}
+
+fn new_job(kind: &str, n: i64, run_at: Millis) -> NewJob {
+    NewJob::new(kind, serde_json::json!({ "n": n }), run_at)
+}
+
+async fn jobs_round_trip_with_payload_and_result(_db: &TestDb, store: SqlStore) {
+    let new = NewJob {
+        partition: Some("sync".into()),
+        max_attempts: 3,
+        ..new_job("integration.task", 7, 1_000)
+    };
+    let (queued, created) = store.enqueue_job(&new, 900).await.unwrap();
+    assert!(created);
+    assert!(
+        queued.id.starts_with("job_") && queued.id.len() == 36,
+        "{}",
+        queued.id
+    );
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(queued.payload, serde_json::json!({ "n": 7 }));
+    assert_eq!(queued.partition.as_deref(), Some("sync"));
+    assert_eq!((queued.attempts, queued.max_attempts), (0, 3));
+    assert_eq!((queued.run_at, queued.created_at), (1_000, 900));
+    assert_eq!(store.next_job_due(&[]).await.unwrap(), Some(1_000));
+
+    let claimed = store
+        .claim_jobs(&claim_at("node-a/1", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let run = &claimed[0];
+    assert_eq!(run.id, queued.id);
+    assert_eq!(run.status, JobStatus::Running);
+    assert_eq!(run.attempts, 1);
+    assert_eq!(run.lease_owner.as_deref(), Some("node-a/1"));
+    assert_eq!(run.lease_until, Some(31_000));
+    assert_eq!(run.payload, queued.payload);
+
+    let beat = store
+        .heartbeat_job(run, LEASE, 20_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(beat.lease_until, Some(50_000));
+    // While leased, the job is due again only when the lease lapses.
+    assert_eq!(store.next_job_due(&[]).await.unwrap(), Some(50_000));
+
+    let result = serde_json::json!({ "synced": 42 });
+    let done = store
+        .complete_job(run, &result, 21_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.result, Some(result));
+    assert_eq!((done.finished_at, done.updated_at), (Some(21_000), 21_000));
+    assert_eq!(done.lease_until, None);
+    assert_eq!(store.get_job(&run.id).await.unwrap(), Some(done));
+    assert_eq!(store.next_job_due(&[]).await.unwrap(), None);
+    assert!(
+        store
+            .claim_jobs(&claim_at("node-a/1", 99_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.get_job("job_missing").await.unwrap(), None);
+}
+
+async fn an_idempotency_key_returns_the_stored_job(_db: &TestDb, store: SqlStore) {
+    let new = NewJob {
+        idempotency_key: Some("slack:delivery:Ev123".into()),
+        ..new_job("webhook.event", 1, 1_000)
+    };
+    let (first, created) = store.enqueue_job(&new, 1_000).await.unwrap();
+    assert!(created);
+
+    // A redelivery, even with another payload, is the same job.
+    let again = NewJob {
+        payload: serde_json::json!({ "n": 2 }),
+        ..new.clone()
+    };
+    let (second, created) = store.enqueue_job(&again, 2_000).await.unwrap();
+    assert!(!created);
+    assert_eq!(second, first);
+
+    // Still the same job once it has run.
+    let run = store
+        .claim_jobs(&claim_at("w", 1_000))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete_job(&run, &serde_json::json!(null), 1_500)
+        .await
+        .unwrap()
+        .unwrap();
+    let (third, created) = store.enqueue_job(&new, 3_000).await.unwrap();
+    assert!(!created);
+    assert_eq!(
+        (third.id, third.status),
+        (first.id.clone(), JobStatus::Succeeded)
+    );
+
+    // Jobs without a key never collide.
+    let (a, _) = store
+        .enqueue_job(&new_job("webhook.event", 1, 1_000), 1_000)
+        .await
+        .unwrap();
+    let (b, _) = store
+        .enqueue_job(&new_job("webhook.event", 1, 1_000), 1_000)
+        .await
+        .unwrap();
+    assert_ne!(a.id, b.id);
+    let all = JobQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_jobs(&all).await.unwrap().len(), 3);
+}
+
+async fn jobs_wait_for_their_run_at_and_kind(_db: &TestDb, store: SqlStore) {
+    let (later, _) = store
+        .enqueue_job(&new_job("schedule.fire", 1, 5_000), 0)
+        .await
+        .unwrap();
+    let (sooner, _) = store
+        .enqueue_job(&new_job("webhook.event", 2, 3_000), 0)
+        .await
+        .unwrap();
+    assert_eq!(store.next_job_due(&[]).await.unwrap(), Some(3_000));
+    assert_eq!(
+        store.next_job_due(&["schedule.fire"]).await.unwrap(),
+        Some(5_000)
+    );
+    assert_eq!(
+        store.next_job_due(&["integration.task"]).await.unwrap(),
+        None
+    );
+
+    assert!(
+        store
+            .claim_jobs(&claim_at("w", 2_999))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A worker for schedules only does not take the due webhook event.
+    let schedules = JobClaim {
+        kinds: &["schedule.fire"],
+        ..claim_at("w", 4_000)
+    };
+    assert!(store.claim_jobs(&schedules).await.unwrap().is_empty());
+
+    let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let due = store.claim_jobs(&claim_at("w", 4_000)).await.unwrap();
+    assert_eq!(ids(due), vec![sooner.id.clone()]);
+    let due = store.claim_jobs(&claim_at("w", 5_000)).await.unwrap();
+    assert_eq!(ids(due), vec![later.id.clone()]);
+}
+
+async fn claims_take_the_oldest_due_first_up_to_the_limit(_db: &TestDb, store: SqlStore) {
+    let mut made = Vec::new();
+    for (n, run_at) in [(0, 300), (1, 100), (2, 200)] {
+        made.push(
+            store
+                .enqueue_job(&new_job("k", n, run_at), 0)
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    let two = JobClaim {
+        limit: 2,
+        ..claim_at("w", 1_000)
+    };
+    let claimed: Vec<_> = store
+        .claim_jobs(&two)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(claimed, vec![made[1].id.clone(), made[2].id.clone()]);
+}
+
+async fn a_lapsed_lease_is_reclaimed_and_the_stale_run_refused(_db: &TestDb, store: SqlStore) {
+    let (job, _) = store.enqueue_job(&new_job("k", 1, 0), 0).await.unwrap();
+    let stale = store
+        .claim_jobs(&claim_at("node-a", 1_000))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(stale.lease_until, Some(31_000));
+
+    // Node A is gone; before the lease lapses nobody else may take the job.
+    assert!(
+        store
+            .claim_jobs(&claim_at("node-b", 31_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let fresh = store
+        .claim_jobs(&claim_at("node-b", 31_001))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(fresh.id, job.id);
+    assert_eq!(
+        (fresh.attempts, fresh.lease_owner.as_deref()),
+        (2, Some("node-b"))
+    );
+
+    // Node A comes back: none of its writes land.
+    assert_eq!(
+        store.heartbeat_job(&stale, LEASE, 32_000).await.unwrap(),
+        None
+    );
+    let late = serde_json::json!("late");
+    assert_eq!(
+        store.complete_job(&stale, &late, 32_000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.fail_job(&stale, "boom", None, 32_000).await.unwrap(),
+        None
+    );
+    assert_eq!(store.get_job(&job.id).await.unwrap().unwrap(), fresh);
+
+    // The same worker name re-claiming its own job is a new run too.
+    let again = store
+        .claim_jobs(&claim_at("node-b", 70_000))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.attempts, 3);
+    assert_eq!(
+        store.complete_job(&fresh, &late, 70_001).await.unwrap(),
+        None
+    );
+
+    let done = store
+        .complete_job(&again, &serde_json::json!("ok"), 70_002)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.result, Some(serde_json::json!("ok")));
+    // A job never claimed has no run to write for.
+    assert_eq!(store.complete_job(&job, &late, 70_003).await.unwrap(), None);
+}
+
+async fn failures_retry_then_dead_letter_with_the_last_error(_db: &TestDb, store: SqlStore) {
+    let new = NewJob {
+        max_attempts: 2,
+        ..new_job("webhook.delivery", 1, 0)
+    };
+    let (job, _) = store.enqueue_job(&new, 0).await.unwrap();
+
+    let first = store
+        .claim_jobs(&claim_at("w", 1_000))
+        .await
+        .unwrap()
+        .remove(0);
+    let retried = store
+        .fail_job(&first, "HTTP 503", Some(5_000), 1_100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(retried.status, JobStatus::Queued);
+    assert_eq!((retried.run_at, retried.attempts), (5_000, 1));
+    assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!((retried.lease_until, retried.finished_at), (None, None));
+    assert!(
+        store
+            .claim_jobs(&claim_at("w", 4_999))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let second = store
+        .claim_jobs(&claim_at("w", 5_000))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.attempts, 2);
+    let dead = store
+        .fail_job(&second, "HTTP 500", Some(9_000), 5_100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.status, JobStatus::Failed);
+    assert_eq!(dead.last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!((dead.run_at, dead.finished_at), (5_000, Some(5_100)));
+    assert!(
+        store
+            .claim_jobs(&claim_at("w", 99_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let dead_letters = JobQuery {
+        status: Some(JobStatus::Failed),
+        limit: 10,
+        ..Default::default()
+    };
+    let listed = store.list_jobs(&dead_letters).await.unwrap();
+    assert_eq!(listed, vec![dead.clone()]);
+    assert_eq!(listed[0].id, job.id);
+
+    // A failure without `retry_at` is final even with attempts left.
+    store.enqueue_job(&new_job("k", 2, 0), 0).await.unwrap();
+    let run = store
+        .claim_jobs(&claim_at("w", 100_000))
+        .await
+        .unwrap()
+        .remove(0);
+    let final_failure = store
+        .fail_job(&run, "bad payload", None, 100_001)
+        .await
+        .unwrap();
+    assert_eq!(final_failure.unwrap().status, JobStatus::Failed);
+}
+
+async fn replay_and_cancel_move_jobs_between_states(_db: &TestDb, store: SqlStore) {
+    let new = NewJob {
+        max_attempts: 1,
+        ..new_job("webhook.event", 1, 0)
+    };
+    let (job, _) = store.enqueue_job(&new, 0).await.unwrap();
+    let run = store
+        .claim_jobs(&claim_at("w", 1_000))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .fail_job(&run, "boom", Some(2_000), 1_001)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let replayed = store.replay_job(&job.id, 50_000).await.unwrap().unwrap();
+    assert_eq!(replayed.status, JobStatus::Queued);
+    assert_eq!((replayed.attempts, replayed.run_at), (0, 50_000));
+    assert_eq!((replayed.finished_at, replayed.lease_until), (None, None));
+    // Only failed or cancelled jobs replay.
+    assert_eq!(store.replay_job(&job.id, 50_001).await.unwrap(), None);
+
+    let again = store
+        .claim_jobs(&claim_at("w", 50_000))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((again.id.as_str(), again.attempts), (job.id.as_str(), 1));
+    // Only queued jobs cancel.
+    assert_eq!(store.cancel_job(&job.id, 50_001).await.unwrap(), None);
+    store
+        .complete_job(&again, &serde_json::json!(1), 50_002)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (other, _) = store
+        .enqueue_job(&new_job("k", 2, 60_000), 0)
+        .await
+        .unwrap();
+    let cancelled = store.cancel_job(&other.id, 10).await.unwrap().unwrap();
+    assert_eq!(
+        (cancelled.status, cancelled.finished_at),
+        (JobStatus::Cancelled, Some(10))
+    );
+    assert!(
+        store
+            .claim_jobs(&claim_at("w", 70_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let back = store.replay_job(&other.id, 80_000).await.unwrap().unwrap();
+    assert_eq!(back.status, JobStatus::Queued);
+}
+
+async fn a_lapsed_last_attempt_becomes_a_dead_letter(_db: &TestDb, store: SqlStore) {
+    let new = NewJob {
+        max_attempts: 1,
+        ..new_job("k", 1, 0)
+    };
+    let (job, _) = store.enqueue_job(&new, 0).await.unwrap();
+    store.claim_jobs(&claim_at("node-a", 1_000)).await.unwrap();
+
+    // Its node died; with no attempt left the job is not run again.
+    assert!(
+        store
+            .claim_jobs(&claim_at("node-b", 40_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dead = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(dead.status, JobStatus::Failed);
+    assert_eq!(
+        dead.last_error.as_deref(),
+        Some("the lease of the last attempt expired")
+    );
+    assert_eq!(dead.finished_at, Some(40_000));
+}
+
+async fn the_partition_limit_caps_running_jobs(_db: &TestDb, store: SqlStore) {
+    let mut by_partition: BTreeMap<Option<&str>, Vec<String>> = BTreeMap::new();
+    for (n, partition) in [
+        (0, Some("crm")),
+        (1, Some("crm")),
+        (2, Some("crm")),
+        (3, Some("erp")),
+    ]
+    .into_iter()
+    .chain([(4, None), (5, None)])
+    {
+        let new = NewJob {
+            partition: partition.map(String::from),
+            ..new_job("k", n, n)
+        };
+        let (job, _) = store.enqueue_job(&new, 0).await.unwrap();
+        by_partition.entry(partition).or_default().push(job.id);
+    }
+    let limited = |now| JobClaim {
+        max_running_per_partition: Some(2),
+        ..claim_at("w", now)
+    };
+    let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+
+    let first = store.claim_jobs(&limited(1_000)).await.unwrap();
+    let crm = &by_partition[&Some("crm")];
+    let erp = &by_partition[&Some("erp")];
+    let free = &by_partition[&None];
+    let expected = vec![
+        crm[0].clone(),
+        crm[1].clone(),
+        erp[0].clone(),
+        free[0].clone(),
+        free[1].clone(),
+    ];
+    assert_eq!(ids(&first), expected);
+
+    // `crm` is at its limit until one of its runs ends.
+    assert!(store.claim_jobs(&limited(1_001)).await.unwrap().is_empty());
+    store
+        .complete_job(&first[0], &serde_json::json!(0), 1_002)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ids(&store.claim_jobs(&limited(1_003)).await.unwrap()),
+        vec![crm[2].clone()]
+    );
+
+    // A limit of one with one run in flight lets nothing more through.
+    let mut one = limited(1_004);
+    one.max_running_per_partition = Some(1);
+    store
+        .enqueue_job(
+            &NewJob {
+                partition: Some("erp".into()),
+                ..new_job("k", 9, 0)
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(store.claim_jobs(&one).await.unwrap().is_empty());
+}
+
+async fn purge_removes_only_old_finished_jobs(_db: &TestDb, store: SqlStore) {
+    for n in 0..3 {
+        store.enqueue_job(&new_job("k", n, n), 0).await.unwrap();
+    }
+    let claimed = store.claim_jobs(&claim_at("w", 100)).await.unwrap();
+    store
+        .complete_job(&claimed[0], &serde_json::json!(0), 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .fail_job(&claimed[1], "no", None, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let (queued, _) = store.enqueue_job(&new_job("k", 9, 0), 0).await.unwrap();
+
+    assert_eq!(store.purge_finished_jobs(1_000).await.unwrap(), 0);
+    assert_eq!(store.purge_finished_jobs(2_001).await.unwrap(), 2);
+    assert_eq!(store.get_job(&claimed[0].id).await.unwrap(), None);
+    assert_eq!(store.get_job(&claimed[1].id).await.unwrap(), None);
+    // Running and queued jobs stay, however old.
+    assert!(store.get_job(&claimed[2].id).await.unwrap().is_some());
+    assert!(store.get_job(&queued.id).await.unwrap().is_some());
+    assert_eq!(store.purge_finished_jobs(i64::MAX).await.unwrap(), 0);
+}
+
+async fn concurrent_claimers_never_share_a_job(db: &TestDb, store: SqlStore) {
+    const JOBS: i64 = 200;
+    for n in 0..JOBS {
+        store.enqueue_job(&new_job("k", n, n), 0).await.unwrap();
+    }
+
+    // Two pools on one database are two nodes.
+    let nodes = [store, db.open().await];
+    let mut tasks = Vec::new();
+    for (node, store) in nodes.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("node-{node}");
+            let mut taken = Vec::new();
+            loop {
+                let claim = JobClaim {
+                    limit: 7,
+                    ..claim_at(&worker, 10_000)
+                };
+                let jobs = store.claim_jobs(&claim).await.unwrap();
+                if jobs.is_empty() {
+                    return taken;
+                }
+                taken.extend(jobs.into_iter().map(|j| j.id));
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    let mut per_node = Vec::new();
+    for task in tasks {
+        let taken = task.await.unwrap();
+        per_node.push(taken.len());
+        for id in taken {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(counts.len(), JOBS as usize, "claimed by node: {per_node:?}");
+    assert!(counts.values().all(|&c| c == 1), "a job was claimed twice");
+    assert_eq!(per_node.iter().sum::<usize>(), JOBS as usize);
+}
+
+async fn concurrent_claimers_respect_the_partition_limit(db: &TestDb, store: SqlStore) {
+    const ROUNDS: i64 = 20;
+    for n in 0..ROUNDS {
+        let kind = if n % 2 == 0 { "a" } else { "b" };
+        let new = NewJob {
+            partition: Some("crm".into()),
+            ..new_job(kind, n, n)
+        };
+        store.enqueue_job(&new, 0).await.unwrap();
+    }
+    let other = db.open().await;
+    let claim = |worker, kinds| JobClaim {
+        kinds,
+        max_running_per_partition: Some(1),
+        ..claim_at(worker, 10_000)
+    };
+
+    // Each round two nodes claim at once, each for its own kind, so they go for different
+    // rows; still only one run of `crm` may start.
+    for round in 0..ROUNDS {
+        let (claim_a, claim_b) = (claim("node-a", &["a"]), claim("node-b", &["b"]));
+        let (a, b) = tokio::join!(store.claim_jobs(&claim_a), other.claim_jobs(&claim_b));
+        let claimed: Vec<Job> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+        assert_eq!(claimed.len(), 1, "round {round}: {claimed:?}");
+        store
+            .complete_job(&claimed[0], &serde_json::json!(round), 10_000)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let done = JobQuery {
+        status: Some(JobStatus::Succeeded),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.list_jobs(&done).await.unwrap().len(), ROUNDS as usize);
+}
+
+#[test]
+fn retry_delay_doubles_caps_and_jitters() {
+    use std::time::Duration;
+    let (base, max) = (Duration::from_secs(1), Duration::from_secs(60));
+    let full = |attempt| retry_delay(attempt, base, max, 1.0);
+    assert_eq!(full(1), Duration::from_secs(1));
+    assert_eq!(full(2), Duration::from_secs(2));
+    assert_eq!(full(4), Duration::from_secs(8));
+    assert_eq!(full(6), Duration::from_secs(32));
+    assert_eq!(full(7), Duration::from_secs(60));
+    assert_eq!(full(500), Duration::from_secs(60));
+    assert_eq!(full(0), Duration::from_secs(1));
+
+    // Jitter spreads each step over its upper half.
+    assert_eq!(retry_delay(4, base, max, 0.0), Duration::from_secs(4));
+    assert_eq!(retry_delay(4, base, max, 0.5), Duration::from_secs(6));
+    assert_eq!(retry_delay(9, base, max, 0.0), Duration::from_secs(30));
+    // Out-of-range jitter is clamped rather than trusted.
+    assert_eq!(retry_delay(4, base, max, 7.0), Duration::from_secs(8));
+    assert_eq!(retry_delay(4, base, max, -1.0), Duration::from_secs(4));
+}
+
+/// `db copy` must move every column of every table; a migration that adds one must update it.
+#[tokio::test]
+async fn the_copy_covers_every_column_of_the_schema() {
+    use sqlx::Row;
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' \
+         AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx_%' ORDER BY name",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    let copied = super::copy::copied_columns();
+    let mut copied_tables: Vec<&str> = copied.iter().map(|(t, _)| *t).collect();
+    copied_tables.sort_unstable();
+    assert_eq!(tables, copied_tables);
+
+    for (table, columns) in copied {
+        let rows = sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let mut schema: Vec<String> = rows.iter().map(|r| r.get::<String, _>("name")).collect();
+        schema.retain(|c| c != "seq");
+        schema.sort();
+        let mut listed: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        listed.sort();
+        assert_eq!(schema, listed, "columns of {table}");
     }
 }

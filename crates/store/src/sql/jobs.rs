@@ -1,0 +1,361 @@
+//! The job queue: one `jobs` table for all background work, claimed under leases.
+//!
+//! This module owns the SQL of enqueueing, claiming and recording outcomes, the same on SQLite
+//! and PostgreSQL except for how a claim keeps other claimers out (see [`claim_sql`]). Waking
+//! workers, the worker loop and the handlers live above the store.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use splice_domain::Millis;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Dialect, SqlStore, from_json, parse_column, to_json};
+use crate::{Job, JobClaim, JobQuery, JobStatus, JobStore, NewJob, Result, StoreError};
+
+/// Which jobs a claim may take: queued and due, or running under a lapsed lease.
+const DUE: &str =
+    "((status = 'queued' AND run_at <= $1) OR (status = 'running' AND lease_until < $1))";
+
+/// Makes the claimed rows a run of the claiming worker. `$1` now, `$2` worker, `$3` the
+/// lease's end; `DUE` is checked again so a row another claimer took in between is left out.
+const TAKE: &str = "UPDATE jobs SET status = 'running', lease_owner = $2, lease_until = $3, \
+     attempts = attempts + 1, updated_at = $1";
+
+/// Serializes claims with a per-partition limit on PostgreSQL, so two nodes cannot both see
+/// a partition below its limit and both fill it.
+const PARTITION_CLAIM_LOCK: &str = "splice-jobs:partition-claim";
+
+const LAPSED_ON_LAST_ATTEMPT: &str = "the lease of the last attempt expired";
+
+/// The outcome guard: the job is still the claimed run (`$n` numbering from `first`).
+fn run_guard(first: usize) -> String {
+    format!(
+        "id = ${} AND status = 'running' AND lease_owner = ${} AND attempts = ${}",
+        first,
+        first + 1,
+        first + 2
+    )
+}
+
+/// ` AND kind IN ($first, …)`, or nothing for every kind.
+fn kinds_clause(count: usize, first: usize) -> String {
+    if count == 0 {
+        return String::new();
+    }
+    let params: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
+    format!(" AND kind IN ({})", params.join(", "))
+}
+
+/// The claim statement. Parameters: `$1` now, `$2` worker, `$3` lease end, `$4` limit, then
+/// `$5` the partition limit when `limited`, then the kinds.
+///
+/// Without a partition limit, PostgreSQL locks the chosen rows with `FOR UPDATE SKIP LOCKED`,
+/// so concurrent claimers pass over each other's rows instead of waiting or sharing them.
+/// SQLite runs the statement under its single write lock. With a partition limit, window
+/// functions rule out `FOR UPDATE`; the caller serializes those claims instead.
+fn claim_sql(dialect: Dialect, kinds: usize, limited: bool) -> String {
+    let kinds = kinds_clause(kinds, if limited { 6 } else { 5 });
+    let due = if limited {
+        format!(
+            "WITH running AS (SELECT partition_key, COUNT(*) AS n FROM jobs \
+             WHERE status = 'running' AND lease_until >= $1 AND partition_key IS NOT NULL \
+             GROUP BY partition_key), \
+             ranked AS (SELECT id, run_at, partition_key, ROW_NUMBER() OVER \
+             (PARTITION BY partition_key ORDER BY run_at, id) AS position \
+             FROM jobs WHERE {DUE}{kinds}), \
+             due AS (SELECT ranked.id FROM ranked LEFT JOIN running \
+             ON running.partition_key = ranked.partition_key \
+             WHERE ranked.partition_key IS NULL OR ranked.position + COALESCE(running.n, 0) <= $5 \
+             ORDER BY ranked.run_at, ranked.id LIMIT $4)"
+        )
+    } else {
+        let lock = match dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        format!(
+            "WITH due AS (SELECT id FROM jobs WHERE {DUE}{kinds} \
+             ORDER BY run_at, id LIMIT $4{lock})"
+        )
+    };
+    format!("{due} {TAKE} WHERE id IN (SELECT id FROM due) AND {DUE} RETURNING *")
+}
+
+/// `job_` and 32 hex digits from 128 random bits.
+fn new_job_id() -> String {
+    let digest = splice_crypto::sha256_hex(&splice_crypto::random_token(16));
+    format!("job_{}", &digest[..32])
+}
+
+fn millis(duration: Duration) -> Millis {
+    Millis::try_from(duration.as_millis()).unwrap_or(Millis::MAX)
+}
+
+fn read_count(row: &AnyRow, column: &str) -> Result<u32> {
+    let value: i64 = row.try_get(column)?;
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("job {column}: {value}")))
+}
+
+fn read_job(row: &AnyRow) -> Result<Job> {
+    let status: String = row.try_get("status")?;
+    let result: Option<String> = row.try_get("result")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        partition: row.try_get("partition_key")?,
+        payload: from_json(row.try_get("payload")?, "job payload")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        status: parse_column(&status, "job status", JobStatus::parse)?,
+        attempts: read_count(row, "attempts")?,
+        max_attempts: read_count(row, "max_attempts")?,
+        run_at: row.try_get("run_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_until: row.try_get("lease_until")?,
+        last_error: row.try_get("last_error")?,
+        result: result.map(|r| from_json(&r, "job result")).transpose()?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+impl SqlStore {
+    /// Binds the run guard's id, lease owner and attempt after the parameters `query` has
+    /// bound, and runs it. A job that was never claimed has no run to guard: `None`.
+    async fn write_outcome<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        job: &'q Job,
+    ) -> Result<Option<Job>> {
+        let Some(owner) = job.lease_owner.as_deref() else {
+            return Ok(None);
+        };
+        let row = query
+            .bind(job.id.as_str())
+            .bind(owner)
+            .bind(i64::from(job.attempts))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(read_job).transpose()
+    }
+}
+
+#[async_trait]
+impl JobStore for SqlStore {
+    async fn enqueue_job(&self, job: &NewJob, now: Millis) -> Result<(Job, bool)> {
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, kind, partition_key, payload, idempotency_key, status, \
+             attempts, max_attempts, run_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $7, $8, $8) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+        )
+        .bind(new_job_id())
+        .bind(&job.kind)
+        .bind(&job.partition)
+        .bind(to_json(&job.payload))
+        .bind(&job.idempotency_key)
+        .bind(i64::from(job.max_attempts))
+        .bind(job.run_at)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = inserted {
+            return Ok((read_job(&row)?, true));
+        }
+
+        // The key is taken: the conflicting insert has committed, so this read finds it.
+        let key = job.idempotency_key.as_deref().unwrap_or_default();
+        let existing = sqlx::query("SELECT * FROM jobs WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match existing {
+            Some(row) => Ok((read_job(&row)?, false)),
+            None => Err(StoreError::Missing(format!(
+                "job with idempotency key {key:?}"
+            ))),
+        }
+    }
+
+    async fn claim_jobs(&self, claim: &JobClaim<'_>) -> Result<Vec<Job>> {
+        let limited = claim.max_running_per_partition.is_some();
+        let mut tx = self.pool.begin().await?;
+        if limited && self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(PARTITION_CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        // A lapsed job on its last attempt is a dead letter, not another run: a job that kills
+        // its node every time must not cycle forever.
+        let sql = format!(
+            "UPDATE jobs SET status = 'failed', last_error = $2, lease_until = NULL, \
+             finished_at = $1, updated_at = $1 WHERE status = 'running' AND lease_until < $1 \
+             AND attempts >= max_attempts{}",
+            kinds_clause(claim.kinds.len(), 3)
+        );
+        let mut lapsed = sqlx::query(&sql)
+            .bind(claim.now)
+            .bind(LAPSED_ON_LAST_ATTEMPT);
+        for kind in claim.kinds {
+            lapsed = lapsed.bind(*kind);
+        }
+        let dead = lapsed.execute(&mut *tx).await?.rows_affected();
+        if dead > 0 {
+            tracing::warn!(
+                jobs = dead,
+                "jobs dead-lettered after their last lease expired"
+            );
+        }
+
+        let sql = claim_sql(self.dialect, claim.kinds.len(), limited);
+        let mut query = sqlx::query(&sql)
+            .bind(claim.now)
+            .bind(claim.worker)
+            .bind(claim.now.saturating_add(millis(claim.lease)))
+            .bind(i64::from(claim.limit));
+        if let Some(max) = claim.max_running_per_partition {
+            query = query.bind(i64::from(max));
+        }
+        for kind in claim.kinds {
+            query = query.bind(*kind);
+        }
+        let rows = query.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+
+        let mut jobs = rows.iter().map(read_job).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by(|a, b| (a.run_at, &a.id).cmp(&(b.run_at, &b.id)));
+        Ok(jobs)
+    }
+
+    async fn heartbeat_job(&self, job: &Job, lease: Duration, now: Millis) -> Result<Option<Job>> {
+        let sql = format!(
+            "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE {} RETURNING *",
+            run_guard(3)
+        );
+        let query = sqlx::query(&sql)
+            .bind(now.saturating_add(millis(lease)))
+            .bind(now);
+        self.write_outcome(query, job).await
+    }
+
+    async fn complete_job(
+        &self,
+        job: &Job,
+        result: &serde_json::Value,
+        now: Millis,
+    ) -> Result<Option<Job>> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'succeeded', result = $1, lease_until = NULL, \
+             finished_at = $2, updated_at = $2 WHERE {} RETURNING *",
+            run_guard(3)
+        );
+        let query = sqlx::query(&sql).bind(to_json(result)).bind(now);
+        self.write_outcome(query, job).await
+    }
+
+    async fn fail_job(
+        &self,
+        job: &Job,
+        error: &str,
+        retry_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<Option<Job>> {
+        // The guard pins `attempts` to the claimed run's, and `max_attempts` never changes, so
+        // deciding here is the same as deciding in SQL.
+        let retry_at = retry_at.filter(|_| job.attempts < job.max_attempts);
+        let sql = match retry_at {
+            Some(_) => format!(
+                "UPDATE jobs SET status = 'queued', run_at = $3, last_error = $1, \
+                 lease_until = NULL, updated_at = $2 WHERE {} RETURNING *",
+                run_guard(4)
+            ),
+            None => format!(
+                "UPDATE jobs SET status = 'failed', last_error = $1, lease_until = NULL, \
+                 finished_at = $2, updated_at = $2 WHERE {} RETURNING *",
+                run_guard(3)
+            ),
+        };
+        let mut query = sqlx::query(&sql).bind(error).bind(now);
+        if let Some(at) = retry_at {
+            query = query.bind(at);
+        }
+        self.write_outcome(query, job).await
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(read_job).transpose()
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR kind = $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR partition_key = $3) \
+             ORDER BY created_at DESC, id DESC LIMIT $4",
+        )
+        .bind(query.status.map(JobStatus::as_str))
+        .bind(&query.kind)
+        .bind(&query.partition)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(read_job).collect()
+    }
+
+    async fn replay_job(&self, id: &str, now: Millis) -> Result<Option<Job>> {
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = $2, lease_owner = NULL, \
+             lease_until = NULL, result = NULL, finished_at = NULL, updated_at = $2 \
+             WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING *",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(read_job).transpose()
+    }
+
+    async fn cancel_job(&self, id: &str, now: Millis) -> Result<Option<Job>> {
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2 \
+             WHERE id = $1 AND status = 'queued' RETURNING *",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(read_job).transpose()
+    }
+
+    async fn next_job_due(&self, kinds: &[&str]) -> Result<Option<Millis>> {
+        let sql = format!(
+            "SELECT MIN(CASE WHEN status = 'queued' THEN run_at ELSE lease_until END) FROM jobs \
+             WHERE status IN ('queued', 'running'){}",
+            kinds_clause(kinds.len(), 1)
+        );
+        let mut query = sqlx::query_scalar(&sql);
+        for kind in kinds {
+            query = query.bind(*kind);
+        }
+        Ok(query.fetch_one(&self.pool).await?)
+    }
+
+    async fn purge_finished_jobs(&self, before: Millis) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') \
+             AND finished_at < $1",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
