@@ -65,6 +65,12 @@ pub struct Config {
     pub sandbox_workers: Option<usize>,
     /// Warm runtimes an integration may have at once (its parallelism).
     pub sandbox_runtimes_per_integration: usize,
+    /// Workers on this node running queued jobs (background tasks).
+    pub queue_workers: usize,
+    /// Wall-time limit of one background task run, in seconds.
+    pub task_wall_secs: u64,
+    /// How long finished jobs (task results, dead letters) are kept, in seconds.
+    pub task_retention_secs: u64,
     /// A folder of provider files that add to or replace built-in catalog entries.
     pub providers_dir: Option<PathBuf>,
     /// Tracing filter, e.g. `info` or `splice_server=debug`.
@@ -90,6 +96,9 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             sandbox_workers: None,
             sandbox_runtimes_per_integration: 4,
+            queue_workers: 4,
+            task_wall_secs: 900,
+            task_retention_secs: 7 * 24 * 3600,
             providers_dir: None,
             log: "info".into(),
         }
@@ -131,6 +140,9 @@ impl Config {
             && splice_store::Dialect::of(url).is_none()
         {
             bail!("invalid configuration: database_url must start with sqlite:// or postgres://");
+        }
+        if self.queue_workers == 0 || self.task_wall_secs == 0 {
+            bail!("invalid configuration: queue_workers and task_wall_secs must be at least 1");
         }
         if self.sweep_interval_secs == 0 {
             bail!("invalid configuration: sweep_interval_secs must be at least 1");

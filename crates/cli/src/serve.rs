@@ -52,6 +52,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         session_ttl: Duration::from_secs(config.session_ttl_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         sandbox: sandbox_config(&config),
+        queue_workers: config.queue_workers,
+        task_wall: Duration::from_secs(config.task_wall_secs),
+        task_retention: Duration::from_secs(config.task_retention_secs),
         catalog: Arc::new(
             Catalog::load(config.providers_dir.as_deref())
                 .context("invalid configuration: providers_dir")?,

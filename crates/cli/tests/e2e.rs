@@ -14,4 +14,5 @@ mod e2e {
     mod providers;
     mod sandbox;
     mod shutdown;
+    mod tasks;
 }

@@ -65,6 +65,7 @@ fn get(path: &str) -> Request {
         query: String::new(),
         headers: vec![("accept".to_owned(), "*/*".to_owned())],
         body: Bytes::new(),
+        ..Request::default()
     }
 }
 

@@ -55,9 +55,30 @@ pub struct Program {
     pub isolation: Isolation,
 }
 
-/// An HTTP request routed to the integration's router.
+/// What an invocation runs: a route, or a background task handler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RequestKind {
+    /// An HTTP request for the integration's router.
+    #[default]
+    Http,
+    /// A background task: `path` is the task's name, `body` its JSON payload; the handler's
+    /// return value becomes the response body as JSON.
+    Task,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Task => "task",
+        }
+    }
+}
+
+/// An HTTP request routed to the integration's router (or a task, see [`RequestKind`]).
 #[derive(Clone, Debug, Default)]
 pub struct Request {
+    pub kind: RequestKind,
     pub method: String,
     /// Path below `/v1/integrations/{id}/api`, always starting with `/`.
     pub path: String,

@@ -505,6 +505,7 @@ fn describe(ctx: &Ctx<'_>, fault: Fault) -> Failure {
 
 fn request_to_js<'js>(ctx: &Ctx<'js>, request: &Request) -> rquickjs::Result<Object<'js>> {
     let object = Object::new(ctx.clone())?;
+    object.set("kind", request.kind.as_str())?;
     object.set("method", request.method.as_str())?;
     object.set("path", request.path.as_str())?;
     object.set("query", request.query.as_str())?;

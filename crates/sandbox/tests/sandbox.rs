@@ -908,3 +908,42 @@ async fn measure_invocation_latency() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_their_handler_with_the_payload_and_return_its_result() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "integration.task.on('double', async (ctx) => ({ task: ctx.task, twice: ctx.payload.n * 2 }));\n\
+         integration.task.on('explode', () => { throw new Error('import failed'); });",
+    );
+    let program = program("tasks", 1, &source);
+    let task = |name: &str, body: &str| splice_sandbox::Request {
+        kind: splice_sandbox::RequestKind::Task,
+        path: name.to_owned(),
+        body: bytes::Bytes::from(body.to_owned()),
+        ..splice_sandbox::Request::default()
+    };
+
+    let done = ok(engine
+        .invoke(&program, task("double", r#"{"n": 21}"#))
+        .await);
+    assert_eq!(
+        json(&done),
+        serde_json::json!({ "task": "double", "twice": 42 })
+    );
+
+    let missing = ok(engine.invoke(&program, task("nope", "{}")).await);
+    assert_eq!(missing.status, 404);
+    assert_eq!(json(&missing)["error"]["code"], "task_not_found");
+
+    let failed = engine.invoke(&program, task("explode", "{}")).await.result;
+    assert!(
+        matches!(&failed, Err(InvokeError::Exception { message, .. }) if message.contains("import failed")),
+        "{failed:?}"
+    );
+
+    // A task request never reaches the router, whatever its path.
+    let routed = ok(engine.invoke(&program, get("/double")).await);
+    assert_eq!(routed.status, 404);
+}

@@ -15,6 +15,7 @@ mod outbound;
 mod programs;
 mod recorder;
 mod views;
+mod worker;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -54,6 +55,12 @@ pub struct ServerConfig {
     pub sandbox: EngineConfig,
     /// The provider catalog: built-in entries plus any from a configured folder.
     pub catalog: Arc<Catalog>,
+    /// Workers on this node running queued jobs.
+    pub queue_workers: usize,
+    /// Wall-time limit of one background task run.
+    pub task_wall: Duration,
+    /// How long finished jobs (task results, dead letters) are kept.
+    pub task_retention: Duration,
 }
 
 /// Shared state of every handler.
@@ -72,6 +79,10 @@ pub struct Inner {
     pub public_url: Url,
     pub admin_key_hash: String,
     pub session_ttl: Duration,
+    /// Wakes a local worker when a job is enqueued.
+    pub jobs_ready: tokio::sync::Notify,
+    pub task_wall: Duration,
+    pub task_retention: Duration,
 }
 
 impl Deref for AppState {
@@ -105,7 +116,7 @@ impl AppState {
         );
         let engine = Arc::new(Engine::new(config.sandbox.clone(), Arc::new(host)));
         let recorder = recorder::Recorder::start(store.clone());
-        Self(Arc::new(Inner {
+        let state = Self(Arc::new(Inner {
             store,
             tokens,
             oauth,
@@ -117,7 +128,12 @@ impl AppState {
             public_url: config.public_url.clone(),
             admin_key_hash: config.admin_key_hash.clone(),
             session_ttl: config.session_ttl,
-        }))
+            jobs_ready: tokio::sync::Notify::new(),
+            task_wall: config.task_wall,
+            task_retention: config.task_retention,
+        }));
+        worker::spawn_workers(state.clone(), config.queue_workers);
+        state
     }
 
     /// The one redirect URI to register with every provider.
@@ -215,6 +231,14 @@ pub fn router(state: AppState) -> Router {
             get(installs::get_install).delete(installs::delete_install),
         )
         .route("/v1/events", get(events::list_events))
+        .route(
+            "/v1/integrations/{id}/tasks/{name}",
+            post(tasks::start_task),
+        )
+        .route("/v1/tasks/{id}", get(tasks::get_task))
+        .route("/v1/jobs", get(tasks::list_jobs))
+        .route("/v1/jobs/{id}", get(tasks::get_task))
+        .route("/v1/jobs/{id}/replay", post(tasks::replay_job))
         .route("/v1/providers", get(providers::list_providers))
         .route("/v1/providers/{name}", get(providers::get_provider))
         .route(

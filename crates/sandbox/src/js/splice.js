@@ -619,10 +619,27 @@ async function openConnector(ctx, name, scope, id) {
 // ---------------------------------------------------------------------------------------------
 // Integration
 
-/** The default export of `integration.js`: routes plus access to connectors. */
+/** Background task handlers, by name: `integration.task.on("import", async (ctx) => …)`. */
+class Tasks {
+  #handlers = new Map();
+
+  on(name, handler) {
+    if (typeof name !== "string" || name === "") throw new TypeError("task name must be a non-empty string");
+    if (typeof handler !== "function") throw new TypeError("task handler must be a function");
+    this.#handlers.set(name, handler);
+    return this;
+  }
+
+  [ROUTE](name) {
+    return this.#handlers.get(name) ?? null;
+  }
+}
+
+/** The default export of `integration.js`: routes, tasks, and access to connectors. */
 export class Integration {
   constructor() {
     this.router = new Router();
+    this.task = new Tasks();
     this.tenant = Object.freeze({
       connector: (ctx, name, tenantId) => openConnector(ctx, name, "tenant", tenantId),
     });
@@ -632,10 +649,25 @@ export class Integration {
   }
 }
 
-/** Runs one request through an integration's router; called by the sandbox. */
+/** Runs a task handler with `ctx.payload`; its return value is the task's result. */
+async function runTask(integration, raw) {
+  const handler = integration.task[ROUTE](raw.path);
+  if (handler === null) {
+    return errorResponse(404, "task_not_found", `no task handler named ${raw.path}`);
+  }
+  const ctx = new Context(raw, {});
+  ctx.task = raw.path;
+  ctx.payload = raw.body === "" ? null : JSON.parse(raw.body);
+  const result = await handler(ctx);
+  const body = JSON.stringify(result === undefined ? null : result);
+  return { status: 200, headers: [["content-type", "application/json"]], body };
+}
+
+/** Runs one request through an integration's router (or a task); called by the sandbox. */
 async function dispatch(integration, raw) {
   // Timers left by earlier invocations can never fire: their host operations were dropped.
   timers.clear();
+  if (raw.kind === "task") return runTask(integration, raw);
 
   const found = integration.router[ROUTE](raw.method, raw.path);
   if (found === null) {

@@ -203,6 +203,7 @@ pub fn request(
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
             .collect(),
         body: Bytes::from(body.to_owned()),
+        ..Request::default()
     }
 }
 

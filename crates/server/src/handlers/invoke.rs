@@ -58,6 +58,7 @@ pub async fn invoke_integration(
         query: parts.uri.query().unwrap_or_default().to_owned(),
         headers,
         body,
+        kind: splice_sandbox::RequestKind::Http,
     };
 
     let started_at = now_millis();

@@ -11,6 +11,7 @@ pub mod integrations;
 pub mod invoke;
 pub mod providers;
 pub mod sessions;
+pub mod tasks;
 
 use splice_domain::{ConnectorId, IntegrationId, TagFilter, TenantId};
 
