@@ -15,4 +15,5 @@ mod e2e {
     mod sandbox;
     mod shutdown;
     mod tasks;
+    mod webhooks;
 }

@@ -80,6 +80,25 @@ pub struct ProviderConfig {
     /// Values of the catalog entry's connector-level settings.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// How the provider's webhooks to this connector are verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Incoming webhooks of a connector: which provider's format, and the signing secret.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The provider's webhook format (`slack`, `github`, `stripe`, …, or `generic`); defaults to
+    /// the catalog entry's name.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The signing secret (or, for Discord, the public key).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// A signature scheme overriding the provider's (required for `generic`).
+    #[serde(default)]
+    pub scheme: Option<serde_json::Value>,
 }
 
 /// What a connector is, by type.
@@ -97,6 +116,14 @@ impl ConnectorConfig {
         match self {
             Self::OAuth2(_) => "oauth2",
             Self::Provider(_) => "provider",
+        }
+    }
+
+    /// The webhook signing secret, when the connector has one.
+    pub fn webhook_secret(&self) -> Option<&Secret> {
+        match self {
+            Self::OAuth2(_) => None,
+            Self::Provider(c) => c.webhook.as_ref().and_then(|w| w.secret.as_ref()),
         }
     }
 

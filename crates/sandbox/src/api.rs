@@ -64,6 +64,9 @@ pub enum RequestKind {
     /// A background task: `path` is the task's name, `body` its JSON payload; the handler's
     /// return value becomes the response body as JSON.
     Task,
+    /// A provider event for one install: `path` is `<connector name>:<event type>`, `body` the
+    /// event as JSON, and the `x-splice-install` header names the install.
+    Event,
 }
 
 impl RequestKind {
@@ -71,6 +74,7 @@ impl RequestKind {
         match self {
             Self::Http => "http",
             Self::Task => "task",
+            Self::Event => "event",
         }
     }
 }

@@ -26,6 +26,10 @@ pub fn connector(state: &AppState, connector: &Connector) -> Value {
     if let Ok(Some(map)) = config.as_mut().map(|c| c.as_object_mut()) {
         map.remove("client_secret");
         map.remove("provider");
+        if let Some(webhook) = map.get_mut("webhook").and_then(|w| w.as_object_mut()) {
+            let set = webhook.remove("secret").is_some_and(|s| !s.is_null());
+            webhook.insert("secret_set".into(), set.into());
+        }
     }
     let body = json!({
         "id": connector.id,
@@ -33,6 +37,7 @@ pub fn connector(state: &AppState, connector: &Connector) -> Value {
         "provider": provider,
         "config": config.unwrap_or_default(),
         "callback_url": state.callback_url(),
+        "webhook_url": format!("{}/v1/connectors/{}/webhook", state.public_base(), connector.id),
         "status": if connector.misconfigured.is_some() { "misconfigured" } else { "ok" },
         "status_reason": connector.misconfigured,
     });

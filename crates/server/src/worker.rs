@@ -2,23 +2,31 @@
 //! with a lease, run them, keep the lease alive while they run, and record the outcome —
 //! retrying failures with exponential backoff and jitter until the job is dead-lettered.
 //!
-//! Today the queue carries background tasks (`integration.task`). A local enqueue wakes a
-//! worker at once; jobs enqueued on other nodes are found within a second by polling.
+//! Job kinds: background tasks (`integration.task`), incoming provider webhooks
+//! (`webhook.event`: routed to every install whose identities carry the event's provider
+//! account id, one `integration.event` job per install), and event handler runs
+//! (`integration.event`). A local enqueue wakes a worker at once; jobs enqueued on other nodes
+//! are found within a second by polling.
 //! TODO: wake other nodes through LISTEN/NOTIFY on PostgreSQL.
 
 use std::time::Duration;
 
 use rand::Rng;
 use serde_json::{Value, json};
-use splice_domain::{Event, IntegrationId, InvocationRecord, now_millis};
+use splice_domain::{ConnectorId, Event, IntegrationId, InvocationRecord, now_millis};
 use splice_sandbox::{Request, RequestKind};
-use splice_store::{Job, JobClaim, retry_delay};
+use splice_store::{Job, JobClaim, NewJob, retry_delay};
 use tracing::Instrument;
 
 use crate::AppState;
 
 /// The kind of a background task job.
 pub const TASK_JOB: &str = "integration.task";
+/// A verified provider webhook, waiting to be routed to installs.
+pub const WEBHOOK_JOB: &str = "webhook.event";
+/// One provider event for one install's event handler.
+pub const EVENT_JOB: &str = "integration.event";
+const KINDS: &[&str] = &[TASK_JOB, WEBHOOK_JOB, EVENT_JOB];
 const LEASE: Duration = Duration::from_secs(60);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const RETRY_BASE: Duration = Duration::from_secs(5);
@@ -39,7 +47,7 @@ async fn run_worker(state: AppState, worker: String, purges: bool) {
     loop {
         let claim = JobClaim {
             worker: &worker,
-            kinds: &[TASK_JOB],
+            kinds: KINDS,
             limit: 1,
             lease: LEASE,
             max_running_per_partition: None,
@@ -83,7 +91,12 @@ async fn purge(state: &AppState) {
 /// Runs one claimed job with its lease kept alive, then records the outcome.
 async fn run_job(state: &AppState, job: Job) {
     let heartbeat = tokio::spawn(keep_alive(state.clone(), job.clone()));
-    let outcome = run_task(state, &job).await;
+    let outcome = match job.kind.as_str() {
+        TASK_JOB => run_task(state, &job).await,
+        WEBHOOK_JOB => route_webhook(state, &job).await,
+        EVENT_JOB => run_event(state, &job).await,
+        other => Err(Failure::final_(format!("unknown job kind {other:?}"))),
+    };
     heartbeat.abort();
 
     let now = now_millis();
@@ -136,9 +149,131 @@ impl Failure {
 
 /// Runs an `integration.task` job in the integration's sandbox with the task limits.
 async fn run_task(state: &AppState, job: &Job) -> Result<Value, Failure> {
-    let integration = job.payload["integration"].as_str().unwrap_or_default();
     let name = job.payload["task"].as_str().unwrap_or_default().to_owned();
-    let id = IntegrationId::parse(integration).map_err(|e| Failure::final_(e.to_string()))?;
+    let request = Request {
+        kind: RequestKind::Task,
+        method: "TASK".into(),
+        path: name,
+        body: job.payload["payload"].to_string().into(),
+        ..Request::default()
+    };
+    let response = invoke(state, &job.payload["integration"], request, None).await?;
+    if !(200..300).contains(&response.status) {
+        // The handler is missing: retrying the same code cannot help.
+        return Err(Failure::final_(
+            String::from_utf8_lossy(&response.body).into_owned(),
+        ));
+    }
+    Ok(serde_json::from_slice(&response.body).unwrap_or(Value::Null))
+}
+
+/// Routes a verified webhook: one `integration.event` job per install whose identities on the
+/// connector carry one of the event's provider account ids.
+async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
+    let store_error = |e: splice_store::StoreError| Failure {
+        message: e.to_string(),
+        retry: true,
+    };
+    let connector = job.payload["connector"].as_str().unwrap_or_default();
+    let connector = ConnectorId::parse(connector).map_err(|e| Failure::final_(e.to_string()))?;
+    let accounts: Vec<&str> = job.payload["account_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+
+    let identities = state
+        .store
+        .list_identities(&connector, None, &[])
+        .await
+        .map_err(store_error)?;
+    let mut routed = Vec::new();
+    for identity in identities
+        .iter()
+        .filter(|i| i.subject.as_deref().is_some_and(|s| accounts.contains(&s)))
+    {
+        for install_id in state
+            .store
+            .installs_using(&identity.id)
+            .await
+            .map_err(store_error)?
+        {
+            let Some(install) = state
+                .store
+                .get_install(&install_id)
+                .await
+                .map_err(store_error)?
+            else {
+                continue;
+            };
+            let Some(name) = install
+                .identities
+                .iter()
+                .find(|(_, id)| **id == identity.id)
+                .map(|(name, _)| name.clone())
+            else {
+                continue;
+            };
+            let payload = json!({
+                "integration": install.integration,
+                "install": install.id,
+                "name": name,
+                "type": job.payload["type"],
+                "event": job.payload["event"],
+            });
+            let mut event = NewJob::new(EVENT_JOB, payload, now_millis());
+            event.partition = Some(install.integration.to_string());
+            event.idempotency_key = Some(format!("event:{}:{}", job.id, install.id));
+            state
+                .store
+                .enqueue_job(&event, now_millis())
+                .await
+                .map_err(store_error)?;
+            routed.push(install.id.to_string());
+        }
+    }
+    if routed.is_empty() {
+        tracing::info!(connector.id = %connector, event = %job.payload["type"], "webhook matched no install; dropped");
+    } else {
+        state.jobs_ready.notify_waiters();
+    }
+    Ok(json!({ "installs": routed }))
+}
+
+/// Runs an install's event handler for one provider event.
+async fn run_event(state: &AppState, job: &Job) -> Result<Value, Failure> {
+    let install = job.payload["install"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        job.payload["name"].as_str().unwrap_or_default(),
+        job.payload["type"].as_str().unwrap_or_default()
+    );
+    let request = Request {
+        kind: RequestKind::Event,
+        method: "EVENT".into(),
+        path,
+        headers: vec![("x-splice-install".into(), install.clone())],
+        body: job.payload["event"].to_string().into(),
+        ..Request::default()
+    };
+    let response = invoke(state, &job.payload["integration"], request, Some(install)).await?;
+    // No handler for this event type: nothing to do, nothing to retry.
+    Ok(json!({ "handled": response.status != 404 }))
+}
+
+/// Runs a background invocation with the task limits and records it in the invocation log.
+async fn invoke(
+    state: &AppState,
+    integration: &Value,
+    request: Request,
+    install: Option<String>,
+) -> Result<splice_sandbox::Response, Failure> {
+    let id = IntegrationId::parse(integration.as_str().unwrap_or_default())
+        .map_err(|e| Failure::final_(e.to_string()))?;
     let loaded = match state.programs.get(state.store.as_ref(), &id).await {
         Ok(Some(loaded)) => loaded,
         Ok(None) => return Err(Failure::final_(format!("integration {id} was deleted"))),
@@ -151,26 +286,12 @@ async fn run_task(state: &AppState, job: &Job) -> Result<Value, Failure> {
     };
     let mut program = loaded.program.clone();
     program.limits.wall_ms = state.task_wall.as_millis().try_into().unwrap_or(u64::MAX);
-    let request = Request {
-        kind: RequestKind::Task,
-        method: "TASK".into(),
-        path: name.clone(),
-        body: job.payload["payload"].to_string().into(),
-        ..Request::default()
-    };
+    let (method, path) = (request.method.clone(), format!("/{}", request.path));
 
     let started_at = now_millis();
     let invocation = state.engine.invoke(&program, request).await;
     let (status, outcome) = match invocation.result {
-        Ok(response) if (200..300).contains(&response.status) => {
-            let result = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-            (response.status, Ok(result))
-        }
-        // The handler is missing: retrying the same code cannot help.
-        Ok(response) => {
-            let body = String::from_utf8_lossy(&response.body).into_owned();
-            (response.status, Err(Failure::final_(body)))
-        }
+        Ok(response) => (response.status, Ok(response)),
         Err(err) => (
             500,
             Err(Failure {
@@ -181,10 +302,10 @@ async fn run_task(state: &AppState, job: &Job) -> Result<Value, Failure> {
     };
     state.recorder.record(InvocationRecord {
         integration: id,
-        install: None,
+        install,
         at: started_at,
-        method: "TASK".into(),
-        path: format!("/{name}"),
+        method,
+        path,
         status,
         duration_us: i64::try_from(invocation.duration.as_micros()).unwrap_or(i64::MAX),
         error: outcome.as_ref().err().map(|f| f.message.clone()),

@@ -635,11 +635,45 @@ class Tasks {
   }
 }
 
+/**
+ * Provider event handlers: `integration.event.on("slack:message", handler)`. A pattern is
+ * `<connector name>:<event type>`, where the type may end in `*` (`"github:issues.*"`, or
+ * `"slack:*"`); the most specific match wins.
+ */
+class Events {
+  #handlers = [];
+
+  on(pattern, handler) {
+    if (typeof pattern !== "string" || !pattern.includes(":")) {
+      throw new TypeError("event pattern must look like \"<connector>:<event type>\"");
+    }
+    if (typeof handler !== "function") throw new TypeError("event handler must be a function");
+    this.#handlers.push([pattern, handler]);
+    return this;
+  }
+
+  [ROUTE](name) {
+    let best = null;
+    let bestLength = -1;
+    for (const [pattern, handler] of this.#handlers) {
+      const exact = pattern === name;
+      const prefix = pattern.endsWith("*") && name.startsWith(pattern.slice(0, -1));
+      const length = exact ? Infinity : pattern.length;
+      if ((exact || prefix) && length > bestLength) {
+        best = handler;
+        bestLength = length;
+      }
+    }
+    return best;
+  }
+}
+
 /** The default export of `integration.js`: routes, tasks, and access to connectors. */
 export class Integration {
   constructor() {
     this.router = new Router();
     this.task = new Tasks();
+    this.event = new Events();
     this.tenant = Object.freeze({
       connector: (ctx, name, tenantId) => openConnector(ctx, name, "tenant", tenantId),
     });
@@ -663,11 +697,28 @@ async function runTask(integration, raw) {
   return { status: 200, headers: [["content-type", "application/json"]], body };
 }
 
+/** Runs the handler matching a provider event, with `ctx.event` and `ctx.install`. */
+async function runEvent(integration, raw) {
+  const handler = integration.event[ROUTE](raw.path);
+  if (handler === null) {
+    return errorResponse(404, "event_not_handled", `no event handler matches ${raw.path}`);
+  }
+  const ctx = new Context(raw, {});
+  const split = raw.path.indexOf(":");
+  ctx.connector = raw.path.slice(0, split);
+  ctx.type = raw.path.slice(split + 1);
+  ctx.event = raw.body === "" ? null : JSON.parse(raw.body);
+  ctx.install = ctx.request.get("x-splice-install") ?? null;
+  await handler(ctx);
+  return { status: 204, headers: [], body: undefined };
+}
+
 /** Runs one request through an integration's router (or a task); called by the sandbox. */
 async function dispatch(integration, raw) {
   // Timers left by earlier invocations can never fire: their host operations were dropped.
   timers.clear();
   if (raw.kind === "task") return runTask(integration, raw);
+  if (raw.kind === "event") return runEvent(integration, raw);
 
   const found = integration.router[ROUTE](raw.method, raw.path);
   if (found === null) {

@@ -107,6 +107,13 @@ pub async fn update_connector(
         map.entry("client_secret")
             .or_insert_with(|| current.expose().into());
     }
+    // Likewise the webhook signing secret.
+    let webhook = config.get_mut("webhook").and_then(|w| w.as_object_mut());
+    if let (Some(webhook), Some(current)) = (webhook, connector.config.webhook_secret()) {
+        webhook
+            .entry("secret")
+            .or_insert_with(|| current.expose().into());
+    }
     let (kind, provider) = match (&connector.config, body.kind, body.provider) {
         (_, kind, Some(provider)) => (kind, Some(provider)),
         (ConnectorConfig::Provider(p), kind, None) => (kind, Some(p.provider.clone())),

@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod providers;
 pub mod sessions;
 pub mod tasks;
+pub mod webhooks;
 
 use splice_domain::{ConnectorId, IntegrationId, TagFilter, TenantId};
 

@@ -10,6 +10,10 @@ use sqlx::any::AnyRow;
 use super::{SqlStore, conflict_on_unique, from_json, read_meta, to_json};
 use crate::{ConnectorStore, Result, StoreError};
 
+fn webhook_context(id: &ConnectorId) -> String {
+    format!("connector:{id}:webhook_secret")
+}
+
 fn secret_context(id: &ConnectorId) -> String {
     format!("connector:{id}:client_secret")
 }
@@ -23,6 +27,9 @@ fn split_config(config: &ConnectorConfig) -> (String, &str) {
     .unwrap_or_default();
     if let Some(map) = json.as_object_mut() {
         map.remove("client_secret");
+        if let Some(webhook) = map.get_mut("webhook").and_then(|w| w.as_object_mut()) {
+            webhook.remove("secret");
+        }
     }
     let secret = config
         .client_secret()
@@ -32,6 +39,11 @@ fn split_config(config: &ConnectorConfig) -> (String, &str) {
 }
 
 impl SqlStore {
+    fn seal_webhook(&self, connector: &Connector) -> Option<Vec<u8>> {
+        let secret = connector.config.webhook_secret()?;
+        Some(self.seal(&webhook_context(&connector.id), secret.expose().as_bytes()))
+    }
+
     fn read_connector(&self, row: &AnyRow) -> Result<Connector> {
         let id = ConnectorId::parse(row.try_get("id")?)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -45,6 +57,14 @@ impl SqlStore {
             && !secret.is_empty()
         {
             map.insert("client_secret".into(), secret.into());
+        }
+        let sealed_webhook: Option<Vec<u8>> = row.try_get("webhook_secret")?;
+        if let Some(sealed) = sealed_webhook {
+            let plain = String::from_utf8(self.unseal(&webhook_context(&id), &sealed)?)
+                .map_err(|_| StoreError::Corrupt("webhook secret is not text".into()))?;
+            if let Some(webhook) = json.get_mut("webhook").and_then(|w| w.as_object_mut()) {
+                webhook.insert("secret".into(), plain.into());
+            }
         }
         let config = match kind.as_str() {
             "oauth2" => ConnectorConfig::OAuth2(
@@ -84,9 +104,8 @@ impl ConnectorStore for SqlStore {
         let (config, secret) = split_config(&connector.config);
         let sealed = self.seal(&secret_context(&connector.id), secret.as_bytes());
         sqlx::query(
-            "INSERT INTO connectors \
-             (id, kind, config, client_secret, tags, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO connectors (id, kind, config, client_secret, tags, created_at, \
+             updated_at, version, webhook_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(connector.id.as_str())
         .bind(connector.config.kind())
@@ -96,6 +115,7 @@ impl ConnectorStore for SqlStore {
         .bind(connector.meta.created_at)
         .bind(connector.meta.updated_at)
         .bind(connector.meta.version)
+        .bind(self.seal_webhook(connector))
         .execute(&self.pool)
         .await
         .map_err(|e| conflict_on_unique(e, format!("connector {}", connector.id)))?;
@@ -122,8 +142,8 @@ impl ConnectorStore for SqlStore {
         let sealed = self.seal(&secret_context(&connector.id), secret.as_bytes());
         let done = sqlx::query(
             "UPDATE connectors SET kind = $1, config = $2, client_secret = $3, tags = $4, \
-             updated_at = $5, version = $6, status = 'ok', status_reason = NULL \
-             WHERE id = $7 AND version = $8",
+             updated_at = $5, version = $6, status = 'ok', status_reason = NULL, \
+             webhook_secret = $9 WHERE id = $7 AND version = $8",
         )
         .bind(connector.config.kind())
         .bind(config)
@@ -133,6 +153,7 @@ impl ConnectorStore for SqlStore {
         .bind(connector.meta.version)
         .bind(connector.id.as_str())
         .bind(connector.meta.version - 1)
+        .bind(self.seal_webhook(connector))
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {

@@ -28,7 +28,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ("connectors", &[
         ("id", Text), ("kind", Text), ("config", Text), ("client_secret", Bytes), ("tags", Text),
         ("created_at", Int), ("updated_at", Int), ("version", Int), ("status", Text),
-        ("status_reason", Text),
+        ("status_reason", Text), ("webhook_secret", Bytes),
     ]),
     ("integrations", &[
         ("id", Text), ("files", Text), ("bytecode", Bytes), ("connectors", Text),

@@ -1,0 +1,225 @@
+//! Provider webhooks end to end: verified on the raw bytes, acknowledged once per delivery, and
+//! routed to the event handler of every install — across integrations — whose identity
+//! carries the event's provider account, and of no other.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::support::api::{deploy, items, str_field};
+use crate::support::app::TestApp;
+use crate::support::browser::{Browser, Consent, query_param};
+use crate::support::oidc::{OidcOptions, OidcProvider};
+use crate::support::random_hex;
+
+const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const REDIRECT_URL: &str = "https://app.example/done";
+
+/// A chat provider whose accounts are the provider's users; its webhooks use Slack's format.
+const CHAT_PROVIDER: &str = r#"name = "teamchat"
+display_name = "Team chat"
+docs_url = "https://example.com/docs"
+auth_mode = "oauth2"
+
+[[settings]]
+name = "issuer"
+label = "Issuer URL"
+pattern = "^https?://[^\\s{}]+$"
+
+[oauth2]
+authorization_url = "{issuer}/auth"
+token_url = "{issuer}/token"
+default_scopes = ["openid", "offline_access"]
+authorize_params = { prompt = "consent" }
+
+[account]
+userinfo_url = "{issuer}/me"
+id_path = "/sub"
+"#;
+
+fn handler_js(label: &str) -> String {
+    format!(
+        r#"import {{ Integration }} from "splice";
+const integration = new Integration();
+integration.event.on("chat:message", async (ctx) => {{
+  console.log("{label} got", ctx.event.event.text, "for", ctx.install, "type", ctx.type);
+}});
+export default integration;
+"#
+    )
+}
+
+fn slack_signature(timestamp: &str, body: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(SIGNING_SECRET.as_bytes()).expect("any key length");
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn post_webhook(
+    app: &TestApp,
+    body: &str,
+    signature: Option<String>,
+) -> (StatusCode, String) {
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        .to_string();
+    let signature = signature.unwrap_or_else(|| slack_signature(&timestamp, body));
+    let request = app
+        .request(Method::POST, "/v1/connectors/chat/webhook")
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", timestamp)
+        .header("x-slack-signature", signature)
+        .body(body.to_owned());
+    let answer = app.send(request).await;
+    (answer.status, answer.text)
+}
+
+/// Connects `login` for `tenant` to `integration` and commits; returns the install id.
+async fn install(app: &TestApp, integration: &str, tenant: &str, login: &str) -> String {
+    let body = json!({"tenant": tenant, "redirect_url": REDIRECT_URL});
+    let (status, session) = app
+        .post(&format!("/v1/integrations/{integration}/sessions"), &body)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let done = Browser::new(REDIRECT_URL)
+        .authorize(str_field(&session, "url"), login, Consent::Grant)
+        .await;
+    let id = str_field(&session, "id");
+    assert_eq!(query_param(&done, "session").as_deref(), Some(id), "{done}");
+    let (status, install) = app
+        .post(&format!("/v1/sessions/{id}/commit"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{install}");
+    str_field(&install, "id").to_owned()
+}
+
+/// The event handler runs recorded for an integration, waiting up to a few seconds for `n`.
+async fn event_runs(app: &TestApp, integration: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, logs) = app
+            .get(&format!("/v1/integrations/{integration}/logs"))
+            .await;
+        let runs: Vec<Value> = items(&logs)
+            .iter()
+            .filter(|l| l["method"] == "EVENT")
+            .cloned()
+            .collect();
+        if runs.len() >= n || tokio::time::Instant::now() > deadline {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_verified_webhook_reaches_every_matching_install_once() {
+    let dir = tempfile::tempdir().expect("a providers folder");
+    std::fs::write(dir.path().join("teamchat.toml"), CHAT_PROVIDER).unwrap();
+    let folder = dir.path().to_string_lossy().into_owned();
+    let app = TestApp::start_with_env(&[("SPLICE_PROVIDERS_DIR", folder.as_str())]).await;
+    let callback = format!("{}/v1/oauth/callback", app.public_url());
+    let secret = format!("cs-{}", random_hex(32));
+    let idp =
+        OidcProvider::start_with(&callback, "splice-chat", &secret, OidcOptions::default()).await;
+
+    let connector = json!({
+        "id": "chat",
+        "provider": "teamchat",
+        "config": {
+            "client_id": "splice-chat",
+            "client_secret": secret,
+            "settings": { "issuer": idp.issuer() },
+            "webhook": { "provider": "slack", "secret": SIGNING_SECRET },
+        },
+    });
+    let (status, created) = app.post("/v1/connectors", &connector).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(!created.to_string().contains(SIGNING_SECRET), "{created}");
+    let webhook_url = str_field(&created, "webhook_url");
+    assert!(
+        webhook_url.ends_with("/v1/connectors/chat/webhook"),
+        "{created}"
+    );
+
+    for name in ["alpha", "beta", "gamma"] {
+        deploy(&app, name, &handler_js(name), json!({ "chat": "chat" })).await;
+    }
+    // Team T0001 installs two integrations (one identity, reused); team T0002 installs a third.
+    let alpha = install(&app, "alpha", "acme", "T0001").await;
+    let beta = install(&app, "beta", "acme", "T0001").await;
+    install(&app, "gamma", "globex", "T0002").await;
+
+    // Slack's URL verification is answered once the signature checks out.
+    let challenge = json!({"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}).to_string();
+    let (status, text) = post_webhook(&app, &challenge, None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(text, "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
+
+    // A tampered signature is refused before anything else happens.
+    let event = json!({
+        "type": "event_callback", "team_id": "T0001", "event_id": "Ev0001",
+        "event": {"type": "message", "text": "hello"},
+    })
+    .to_string();
+    let (status, text) = post_webhook(&app, &event, Some("v0=deadbeef".into())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(text.contains("signature"), "{text}");
+
+    // Accepted once; the provider's retry of the same event is acknowledged, not run again.
+    let (status, text) = post_webhook(&app, &event, None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("\"duplicate\":false"), "{text}");
+    let (status, text) = post_webhook(&app, &event, None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("\"duplicate\":true"), "{text}");
+
+    let runs = event_runs(&app, "alpha", 1).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["install"], alpha.as_str());
+    assert_eq!(runs[0]["path"], "/chat:message");
+    assert!(
+        runs[0]["logs"].to_string().contains("alpha got hello"),
+        "{runs:?}"
+    );
+    let runs = event_runs(&app, "beta", 1).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["install"], beta.as_str());
+
+    // The other team's install hears nothing; give stray jobs time to show up first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(event_runs(&app, "gamma", 0).await.is_empty());
+    assert_eq!(
+        event_runs(&app, "alpha", 2).await.len(),
+        1,
+        "the retry ran twice"
+    );
+
+    // Updating the connector without repeating the secrets keeps them.
+    let update = json!({"config": {
+        "client_id": "splice-chat",
+        "settings": { "issuer": idp.issuer() },
+        "webhook": { "provider": "slack" },
+    }});
+    let (status, updated) = app.put("/v1/connectors/chat", &update).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(
+        updated["config"]["webhook"]["secret_set"], true,
+        "{updated}"
+    );
+    let next = event.replace("Ev0001", "Ev0002");
+    let (status, text) = post_webhook(&app, &next, None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(event_runs(&app, "alpha", 2).await.len(), 2);
+
+    assert!(
+        !app.logs().contains(SIGNING_SECRET),
+        "the signing secret reached the log"
+    );
+}

@@ -1,0 +1,151 @@
+//! `POST /v1/connectors/{id}/webhook`: providers' webhooks, public. The signature is checked on
+//! the raw bytes before anything else; handshakes are answered; the event is committed to the
+//! queue (once per provider delivery id) and the provider gets its 2xx at once. Routing to
+//! installs and running handlers happen on the queue (see `worker`).
+
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use splice_domain::{Connector, ConnectorConfig, now_millis};
+use splice_store::NewJob;
+use splice_webhooks::{HandshakeOrder, HandshakeReply, ProviderKind, Scheme, WebhookRequest};
+
+use super::connector_id;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::worker::WEBHOOK_JOB;
+
+/// How a connector's webhooks are read: the provider's format, its scheme, and the secret.
+struct Verifier {
+    kind: ProviderKind,
+    scheme: Scheme,
+    secret: Vec<u8>,
+}
+
+fn verifier(connector: &Connector) -> ApiResult<Verifier> {
+    let not_configured = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this connector takes no webhooks",
+        )
+    };
+    let ConnectorConfig::Provider(config) = &connector.config else {
+        return Err(not_configured());
+    };
+    let webhook = config.webhook.as_ref().ok_or_else(not_configured)?;
+    let name = webhook.provider.as_deref().unwrap_or(&config.provider);
+    let kind = ProviderKind::from_str(name).unwrap_or(ProviderKind::Generic);
+    let scheme = match &webhook.scheme {
+        Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+            tracing::error!(connector.id = %connector.id, error = %e, "invalid webhook scheme");
+            not_configured()
+        })?,
+        None => kind.default_scheme().ok_or_else(not_configured)?,
+    };
+    let secret = webhook
+        .secret
+        .as_ref()
+        .ok_or_else(not_configured)?
+        .expose()
+        .as_bytes()
+        .to_vec();
+    Ok(Verifier {
+        kind,
+        scheme,
+        secret,
+    })
+}
+
+pub async fn receive_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let id = connector_id(&id)?;
+    let connector = state
+        .store
+        .get_connector(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("connector {id}")))?;
+    let verifier = verifier(&connector)?;
+
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let target = match uri.query() {
+        Some(query) => format!("{}{}?{query}", state.public_base(), uri.path()),
+        None => format!("{}{}", state.public_base(), uri.path()),
+    };
+    let request = WebhookRequest::new("POST", &target, &pairs, &body);
+
+    // Unsigned handshakes (Microsoft Graph, Asana) come before verification.
+    if verifier.kind.handshake_order() == HandshakeOrder::BeforeVerification
+        && let Some(reply) = splice_webhooks::handshake(verifier.kind, &request, &verifier.secret)
+    {
+        return Ok(handshake_response(reply));
+    }
+    splice_webhooks::verify(
+        &verifier.scheme,
+        &verifier.secret,
+        &request,
+        SystemTime::now(),
+    )
+    .map_err(|e| {
+        tracing::warn!(connector.id = %id, error = e.code(), "webhook signature rejected");
+        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    })?;
+    if verifier.kind.handshake_order() == HandshakeOrder::AfterVerification
+        && let Some(reply) = splice_webhooks::handshake(verifier.kind, &request, &verifier.secret)
+    {
+        return Ok(handshake_response(reply));
+    }
+
+    let info = splice_webhooks::describe(verifier.kind, &request);
+    let event: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let payload = json!({
+        "connector": id,
+        "type": info.event_type,
+        "account_ids": info.account_ids,
+        "delivery_id": info.delivery_id,
+        "event": event,
+    });
+    let mut job = NewJob::new(WEBHOOK_JOB, payload, now_millis());
+    job.partition = Some(id.to_string());
+    job.idempotency_key = info.dedupe_key().map(|key| format!("webhook:{id}:{key}"));
+    let (stored, created) = state.store.enqueue_job(&job, now_millis()).await?;
+    state.jobs_ready.notify_one();
+    tracing::info!(connector.id = %id, job.id = %stored.id, duplicate = !created, event = %info.event_type, "webhook accepted");
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({"ok": true, "duplicate": !created})),
+    )
+        .into_response())
+}
+
+fn handshake_response(reply: HandshakeReply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, reply.body).into_response();
+    if let Some(content_type) = reply.content_type {
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
+    }
+    for (name, value) in reply.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    // TODO: store Asana's `secret_to_store` once connectors can register webhooks themselves.
+    response
+}

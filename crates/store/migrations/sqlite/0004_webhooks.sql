@@ -1,0 +1,3 @@
+-- The webhook signing secret of a connector, sealed like the client secret.
+
+ALTER TABLE connectors ADD COLUMN webhook_secret BLOB;
