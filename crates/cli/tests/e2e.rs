@@ -13,6 +13,7 @@ mod e2e {
     mod fixture;
     mod providers;
     mod sandbox;
+    pub mod schedules;
     mod shutdown;
     mod tasks;
     mod webhooks;

@@ -204,7 +204,23 @@ pub struct Integration {
     /// Connector names used in code, mapped to connector ids.
     pub connectors: BTreeMap<String, ConnectorId>,
     pub runtime: RuntimeSettings,
+    /// Cron schedules whose firings run the integration's `cron` handlers.
+    pub schedules: Vec<ScheduleSpec>,
     pub meta: Meta,
+}
+
+/// A schedule declared at deploy: a cron expression in a time zone, run once per firing for
+/// the integration, or once per install.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub name: String,
+    /// Five fields, or six with seconds first.
+    pub cron: String,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub per_install: bool,
 }
 
 /// The health of an identity's credential.

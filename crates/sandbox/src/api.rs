@@ -67,6 +67,9 @@ pub enum RequestKind {
     /// A provider event for one install: `path` is `<connector name>:<event type>`, `body` the
     /// event as JSON, and the `x-splice-install` header names the install.
     Event,
+    /// A schedule firing: `path` is the schedule's name, `body` `{"slot": <RFC 3339>}`, and for
+    /// a per-install schedule the `x-splice-install` header names the install.
+    Cron,
 }
 
 impl RequestKind {
@@ -75,6 +78,7 @@ impl RequestKind {
             Self::Http => "http",
             Self::Task => "task",
             Self::Event => "event",
+            Self::Cron => "cron",
         }
     }
 }

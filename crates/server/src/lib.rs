@@ -14,6 +14,7 @@ mod host;
 mod outbound;
 mod programs;
 mod recorder;
+mod scheduler;
 mod views;
 mod worker;
 
@@ -133,6 +134,7 @@ impl AppState {
             task_retention: config.task_retention,
         }));
         worker::spawn_workers(state.clone(), config.queue_workers);
+        scheduler::spawn_scheduler(state.clone());
         state
     }
 

@@ -51,6 +51,7 @@ pub fn integration(integration: &Integration) -> Value {
         "files": integration.files,
         "connectors": integration.connectors,
         "isolation": runtime.isolation,
+        "schedules": integration.schedules,
         "limits": {
             "memory_mb": runtime.memory_mb,
             "cpu_ms": runtime.cpu_ms,

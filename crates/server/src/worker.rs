@@ -26,7 +26,9 @@ pub const TASK_JOB: &str = "integration.task";
 pub const WEBHOOK_JOB: &str = "webhook.event";
 /// One provider event for one install's event handler.
 pub const EVENT_JOB: &str = "integration.event";
-const KINDS: &[&str] = &[TASK_JOB, WEBHOOK_JOB, EVENT_JOB];
+/// One firing of a schedule (for the integration, or one install).
+pub const CRON_JOB: &str = "integration.cron";
+const KINDS: &[&str] = &[TASK_JOB, WEBHOOK_JOB, EVENT_JOB, CRON_JOB];
 const LEASE: Duration = Duration::from_secs(60);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const RETRY_BASE: Duration = Duration::from_secs(5);
@@ -95,6 +97,7 @@ async fn run_job(state: &AppState, job: Job) {
         TASK_JOB => run_task(state, &job).await,
         WEBHOOK_JOB => route_webhook(state, &job).await,
         EVENT_JOB => run_event(state, &job).await,
+        CRON_JOB => run_cron(state, &job).await,
         other => Err(Failure::final_(format!("unknown job kind {other:?}"))),
     };
     heartbeat.abort();
@@ -262,6 +265,27 @@ async fn run_event(state: &AppState, job: &Job) -> Result<Value, Failure> {
     };
     let response = invoke(state, &job.payload["integration"], request, Some(install)).await?;
     // No handler for this event type: nothing to do, nothing to retry.
+    Ok(json!({ "handled": response.status != 404 }))
+}
+
+/// Runs a schedule's handler for one firing.
+async fn run_cron(state: &AppState, job: &Job) -> Result<Value, Failure> {
+    let install = job.payload["install"].as_str().map(str::to_owned);
+    let request = Request {
+        kind: RequestKind::Cron,
+        method: "CRON".into(),
+        path: job.payload["schedule"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        headers: install
+            .iter()
+            .map(|i| ("x-splice-install".to_owned(), i.clone()))
+            .collect(),
+        body: json!({ "slot": job.payload["slot"] }).to_string().into(),
+        ..Request::default()
+    };
+    let response = invoke(state, &job.payload["integration"], request, install).await?;
     Ok(json!({ "handled": response.status != 404 }))
 }
 

@@ -86,6 +86,21 @@ pub trait IntegrationStore: Send + Sync {
     /// The integration with its bytecode, for running it.
     async fn get_program(&self, id: &IntegrationId) -> Result<Option<StoredProgram>>;
     async fn list_integrations(&self) -> Result<Vec<Integration>>;
+    /// The last slot a schedule fired (for an install, or `""` for the integration).
+    async fn schedule_slot(
+        &self,
+        integration: &IntegrationId,
+        schedule: &str,
+        install: &str,
+    ) -> Result<Option<Millis>>;
+    /// Records that a schedule fired `slot`, unless a later slot is already recorded.
+    async fn advance_schedule(
+        &self,
+        integration: &IntegrationId,
+        schedule: &str,
+        install: &str,
+        slot: Millis,
+    ) -> Result<()>;
     /// The current version of an integration, to check a cached program is still current.
     async fn integration_version(&self, id: &IntegrationId) -> Result<Option<i64>>;
     async fn delete_integration(&self, id: &IntegrationId) -> Result<bool>;

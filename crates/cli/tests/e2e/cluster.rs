@@ -246,3 +246,22 @@ async fn a_killed_node_leaves_the_other_serving_and_tokens_intact() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(items(&listed).len(), 1);
 }
+
+/// A schedule on two nodes runs once per firing: both nodes see each slot, one job runs it.
+#[tokio::test]
+async fn a_schedule_on_two_nodes_runs_once_per_firing() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let Cluster { a, b, .. } = &cluster;
+    let schedules = serde_json::json!([{"name": "tick", "cron": "*/2 * * * * *"}]);
+    let (status, body) = crate::e2e::schedules::deploy_schedules(a, "clock", schedules).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let runs = crate::e2e::schedules::cron_runs(b, "clock").await;
+    let slots: std::collections::BTreeSet<_> =
+        runs.iter().map(|(_, slot, _)| slot.clone()).collect();
+    assert_eq!(slots.len(), runs.len(), "a firing ran twice: {runs:?}");
+    assert!((4..=6).contains(&runs.len()), "{runs:?}");
+}

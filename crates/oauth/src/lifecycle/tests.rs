@@ -104,6 +104,7 @@ async fn fixture(mode: Mode, expires_at: Option<Millis>, refresh: Option<&str>) 
         files: BTreeMap::new(),
         connectors: BTreeMap::new(),
         runtime: RuntimeSettings::default(),
+        schedules: Vec::new(),
         meta: Meta::new(Tags::default(), 0),
     };
     store.put_integration(&integration, b"").await.unwrap();

@@ -668,12 +668,16 @@ class Events {
   }
 }
 
+/** Schedule handlers, by the schedule's name declared at deploy: `integration.cron.on(…)`. */
+class Crons extends Tasks {}
+
 /** The default export of `integration.js`: routes, tasks, and access to connectors. */
 export class Integration {
   constructor() {
     this.router = new Router();
     this.task = new Tasks();
     this.event = new Events();
+    this.cron = new Crons();
     this.tenant = Object.freeze({
       connector: (ctx, name, tenantId) => openConnector(ctx, name, "tenant", tenantId),
     });
@@ -713,12 +717,27 @@ async function runEvent(integration, raw) {
   return { status: 204, headers: [], body: undefined };
 }
 
+/** Runs the handler of a schedule firing, with `ctx.schedule`, `ctx.slot` and `ctx.install`. */
+async function runCron(integration, raw) {
+  const handler = integration.cron[ROUTE](raw.path);
+  if (handler === null) {
+    return errorResponse(404, "schedule_not_handled", `no cron handler named ${raw.path}`);
+  }
+  const ctx = new Context(raw, {});
+  ctx.schedule = raw.path;
+  ctx.slot = raw.body === "" ? null : JSON.parse(raw.body).slot;
+  ctx.install = ctx.request.get("x-splice-install") ?? null;
+  await handler(ctx);
+  return { status: 204, headers: [], body: undefined };
+}
+
 /** Runs one request through an integration's router (or a task); called by the sandbox. */
 async function dispatch(integration, raw) {
   // Timers left by earlier invocations can never fire: their host operations were dropped.
   timers.clear();
   if (raw.kind === "task") return runTask(integration, raw);
   if (raw.kind === "event") return runEvent(integration, raw);
+  if (raw.kind === "cron") return runCron(integration, raw);
 
   const found = integration.router[ROUTE](raw.method, raw.path);
   if (found === null) {

@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use splice_domain::{
-    ConnectorId, Integration, Isolation, Meta, RuntimeSettings, Tags, now_millis, parse_rfc3339,
+    ConnectorId, Integration, Isolation, Meta, RuntimeSettings, ScheduleSpec, Tags, now_millis,
+    parse_rfc3339,
 };
 use splice_store::{InvocationQuery, StoredProgram};
 
@@ -36,6 +37,9 @@ pub struct DeployIntegration {
     isolation: Isolation,
     #[serde(default)]
     limits: Limits,
+    /// Cron schedules running the integration's `cron` handlers.
+    #[serde(default)]
+    schedules: Vec<ScheduleSpec>,
 }
 
 #[derive(Default, Deserialize)]
@@ -73,6 +77,7 @@ pub async fn deploy_integration(
         .validate()
         .map_err(|e| ApiError::invalid(format!("limits.{e}")))?;
 
+    check_schedules(&body.schedules)?;
     let bytecode = compile(body.files.clone()).await?;
     let now = now_millis();
     let integration = Integration {
@@ -80,6 +85,7 @@ pub async fn deploy_integration(
         files: body.files,
         connectors: body.connectors,
         runtime,
+        schedules: body.schedules,
         meta: Meta::new(body.tags, now),
     };
     let (stored, created) = state.store.put_integration(&integration, &bytecode).await?;
@@ -96,6 +102,27 @@ pub async fn deploy_integration(
         StatusCode::OK
     };
     Ok((status, Json(views::integration(&stored))))
+}
+
+/// Each schedule must parse (cron expression, time zone) and names must be unique.
+fn check_schedules(schedules: &[ScheduleSpec]) -> ApiResult<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, spec) in schedules.iter().enumerate() {
+        splice_schedule::Schedule::parse(
+            &spec.name,
+            &spec.cron,
+            spec.time_zone.as_deref(),
+            spec.per_install,
+        )
+        .map_err(|e| ApiError::invalid(format!("schedules[{i}]: {e}")))?;
+        if !seen.insert(spec.name.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "schedules[{i}]: name {:?} is used twice",
+                spec.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_files(files: &BTreeMap<String, String>) -> ApiResult<()> {

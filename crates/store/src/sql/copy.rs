@@ -33,7 +33,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ("integrations", &[
         ("id", Text), ("files", Text), ("bytecode", Bytes), ("connectors", Text),
         ("runtime", Text), ("tags", Text), ("created_at", Int), ("updated_at", Int),
-        ("version", Int),
+        ("version", Int), ("schedules", Text),
     ]),
     ("identities", &[
         ("id", Text), ("connector_id", Text), ("tenant", Text), ("subject", Text),
@@ -45,6 +45,9 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ("installs", &[
         ("id", Text), ("integration_id", Text), ("tenant", Text), ("tags", Text),
         ("created_at", Int), ("updated_at", Int), ("version", Int),
+    ]),
+    ("schedule_runs", &[
+        ("integration_id", Text), ("schedule", Text), ("install_id", Text), ("last_slot", Int),
     ]),
     ("install_identities", &[("install_id", Text), ("name", Text), ("identity_id", Text)]),
     ("entity_tags", &[("kind", Text), ("entity_id", Text), ("key", Text), ("value", Text)]),

@@ -8,7 +8,8 @@ use sqlx::any::AnyRow;
 use super::{SqlStore, from_json, read_meta, to_json};
 use crate::{IntegrationStore, Result, StoreError, StoredProgram};
 
-const COLUMNS: &str = "id, files, connectors, runtime, tags, created_at, updated_at, version";
+const COLUMNS: &str =
+    "id, files, connectors, runtime, schedules, tags, created_at, updated_at, version";
 
 fn read_integration(row: &AnyRow) -> Result<Integration> {
     let id =
@@ -18,6 +19,7 @@ fn read_integration(row: &AnyRow) -> Result<Integration> {
         files: from_json(row.try_get("files")?, "files")?,
         connectors: from_json(row.try_get("connectors")?, "connectors")?,
         runtime: from_json(row.try_get("runtime")?, "runtime")?,
+        schedules: from_json(row.try_get("schedules")?, "schedules")?,
         meta: read_meta(row)?,
     })
 }
@@ -32,10 +34,11 @@ impl IntegrationStore for SqlStore {
         // The upsert keeps created_at and bumps version, so concurrent deploys serialize.
         let row = sqlx::query(&format!(
             "INSERT INTO integrations (id, files, bytecode, connectors, runtime, tags, \
-             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) \
+             created_at, updated_at, version, schedules) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9) \
              ON CONFLICT (id) DO UPDATE SET files = excluded.files, \
              bytecode = excluded.bytecode, connectors = excluded.connectors, \
-             runtime = excluded.runtime, tags = excluded.tags, \
+             runtime = excluded.runtime, tags = excluded.tags, schedules = excluded.schedules, \
              updated_at = excluded.updated_at, version = integrations.version + 1 \
              RETURNING {COLUMNS}"
         ))
@@ -47,6 +50,7 @@ impl IntegrationStore for SqlStore {
         .bind(to_json(&integration.meta.tags))
         .bind(integration.meta.created_at)
         .bind(integration.meta.updated_at)
+        .bind(to_json(&integration.schedules))
         .fetch_one(&self.pool)
         .await?;
         let stored = read_integration(&row)?;
@@ -89,6 +93,47 @@ impl IntegrationStore for SqlStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(version)
+    }
+
+    async fn schedule_slot(
+        &self,
+        integration: &IntegrationId,
+        schedule: &str,
+        install: &str,
+    ) -> Result<Option<i64>> {
+        let slot = sqlx::query_scalar(
+            "SELECT last_slot FROM schedule_runs \
+             WHERE integration_id = $1 AND schedule = $2 AND install_id = $3",
+        )
+        .bind(integration.as_str())
+        .bind(schedule)
+        .bind(install)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(slot)
+    }
+
+    async fn advance_schedule(
+        &self,
+        integration: &IntegrationId,
+        schedule: &str,
+        install: &str,
+        slot: i64,
+    ) -> Result<()> {
+        // Never moves backwards: a slower node recording an older slot changes nothing.
+        sqlx::query(
+            "INSERT INTO schedule_runs (integration_id, schedule, install_id, last_slot) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (integration_id, schedule, install_id) \
+             DO UPDATE SET last_slot = excluded.last_slot \
+             WHERE schedule_runs.last_slot < excluded.last_slot",
+        )
+        .bind(integration.as_str())
+        .bind(schedule)
+        .bind(install)
+        .bind(slot)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn delete_integration(&self, id: &IntegrationId) -> Result<bool> {

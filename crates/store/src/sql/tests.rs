@@ -93,6 +93,7 @@ storage_suite!(
     provider_connectors_round_trip_with_and_without_a_secret,
     connector_update_checks_the_version,
     deploys_bump_the_version_and_keep_created_at,
+    schedules_are_stored_and_their_slots_only_advance,
     auth_state_is_single_use,
     identities_are_found_by_subject_and_tenant,
     token_updates_lose_to_a_newer_writer,
@@ -153,6 +154,7 @@ fn integration(id: &str) -> Integration {
         files: BTreeMap::from([("integration.js".to_string(), "export default 1".to_string())]),
         connectors,
         runtime: RuntimeSettings::default(),
+        schedules: Vec::new(),
         meta: Meta::new(Tags::default(), 1_000),
     }
 }
@@ -1489,4 +1491,39 @@ async fn the_copy_covers_every_column_of_the_schema() {
         listed.sort();
         assert_eq!(schema, listed, "columns of {table}");
     }
+}
+
+async fn schedules_are_stored_and_their_slots_only_advance(_db: &TestDb, store: SqlStore) {
+    let mut declared = integration("sync");
+    declared.schedules = vec![ScheduleSpec {
+        name: "nightly".into(),
+        cron: "0 3 * * *".into(),
+        time_zone: Some("Europe/Berlin".into()),
+        per_install: true,
+    }];
+    let (stored, _) = store.put_integration(&declared, b"v1").await.unwrap();
+    assert_eq!(stored.schedules, declared.schedules);
+
+    let id = &declared.id;
+    assert_eq!(store.schedule_slot(id, "nightly", "").await.unwrap(), None);
+    store
+        .advance_schedule(id, "nightly", "", 2_000)
+        .await
+        .unwrap();
+    store
+        .advance_schedule(id, "nightly", "", 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.schedule_slot(id, "nightly", "").await.unwrap(),
+        Some(2_000)
+    );
+    store
+        .advance_schedule(id, "nightly", "ins_x", 500)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.schedule_slot(id, "nightly", "ins_x").await.unwrap(),
+        Some(500)
+    );
 }
