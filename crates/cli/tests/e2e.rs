@@ -11,6 +11,7 @@ mod e2e {
     mod cluster;
     mod connect;
     mod fixture;
+    mod outbound;
     mod providers;
     mod sandbox;
     pub mod schedules;

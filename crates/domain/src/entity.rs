@@ -472,3 +472,15 @@ impl Event {
         }
     }
 }
+
+/// A URL the application registered to receive Splice's events, signed with its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    /// `whk_` and 32 hex digits.
+    pub id: String,
+    pub url: String,
+    /// Event types to deliver; empty means all.
+    pub events: Vec<String>,
+    pub secret: Secret,
+    pub meta: Meta,
+}

@@ -135,6 +135,7 @@ impl AppState {
         }));
         worker::spawn_workers(state.clone(), config.queue_workers);
         scheduler::spawn_scheduler(state.clone());
+        worker::spawn_dispatcher(state.clone());
         state
     }
 
@@ -238,6 +239,18 @@ pub fn router(state: AppState) -> Router {
             post(tasks::start_task),
         )
         .route("/v1/tasks/{id}", get(tasks::get_task))
+        .route(
+            "/v1/webhooks",
+            post(subscriptions::create_webhook).get(subscriptions::list_webhooks),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(subscriptions::get_webhook).delete(subscriptions::delete_webhook),
+        )
+        .route(
+            "/v1/webhooks/{id}/deliveries",
+            get(subscriptions::list_deliveries),
+        )
         .route("/v1/jobs", get(tasks::list_jobs))
         .route("/v1/jobs/{id}", get(tasks::get_task))
         .route("/v1/jobs/{id}/replay", post(tasks::replay_job))

@@ -23,6 +23,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_RETRIES: u32 = 2;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "PUT", "DELETE"];
+/// Pause before retrying an idempotent request whose connection failed (times the attempt).
+const TRANSPORT_RETRY: Duration = Duration::from_millis(100);
 
 pub fn host_error(code: &str, message: impl Into<String>) -> HostError {
     HostError {
@@ -174,7 +176,17 @@ impl Outbound {
         let idempotent = IDEMPOTENT.contains(&request.method.to_ascii_uppercase().as_str());
         let mut attempt = 0;
         loop {
-            let response = self.send_once(&request).await?;
+            let response = match self.send_once(&request).await {
+                Ok(response) => response,
+                // A connection that failed before any answer is retried for idempotent methods.
+                Err(err) if idempotent && err.code == "fetch_failed" && attempt < MAX_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(url = %redact(&request.url), error = %err, "request failed; retrying");
+                    tokio::time::sleep(TRANSPORT_RETRY * attempt).await;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let limited = response.status == 429 || response.status == 503;
             if !limited || !idempotent || attempt >= MAX_RETRIES {
                 return Ok(response);
@@ -336,6 +348,67 @@ pub fn token_error(err: TokenFailure) -> HostError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `Outbound` over a throwaway store (its token side is unused here).
+    async fn outbound() -> (Outbound, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = splice_crypto::Cipher::new(&splice_crypto::MasterKey::generate());
+        let store = splice_store::SqlStore::open_sqlite(&dir.path().join("db"), cipher)
+            .await
+            .unwrap();
+        let credentials = Credentials::new(Arc::new(splice_catalog::Catalog::builtin()));
+        let client = splice_oauth::OAuthClient::new(reqwest::Client::new());
+        let tokens = Arc::new(TokenManager::new(
+            Arc::new(store),
+            client,
+            Arc::new(credentials.clone()),
+            splice_oauth::Lifecycle::default(),
+        ));
+        (
+            Outbound::new(reqwest::Client::new(), tokens, credentials),
+            dir,
+        )
+    }
+
+    /// A server that drops its first connection unanswered and answers `200 ok` after.
+    async fn drops_first_connection() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (first, _) = listener.accept().await.unwrap();
+            drop(first);
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn idempotent_requests_survive_a_dropped_connection() {
+        let (outbound, _dir) = outbound().await;
+        let url = drops_first_connection().await;
+        let get = FetchRequest {
+            method: "GET".into(),
+            url,
+            ..FetchRequest::default()
+        };
+        let answer = outbound.send(get).await.unwrap();
+        assert_eq!((answer.status, &answer.body[..]), (200, &b"ok"[..]));
+
+        // A POST is not retried: its first attempt may have had effects.
+        let url = drops_first_connection().await;
+        let post = FetchRequest {
+            method: "POST".into(),
+            url,
+            ..FetchRequest::default()
+        };
+        assert_eq!(outbound.send(post).await.unwrap_err().code, "fetch_failed");
+    }
 
     #[test]
     fn relative_urls_join_the_base_and_absolute_ones_stay() {

@@ -28,7 +28,12 @@ pub const WEBHOOK_JOB: &str = "webhook.event";
 pub const EVENT_JOB: &str = "integration.event";
 /// One firing of a schedule (for the integration, or one install).
 pub const CRON_JOB: &str = "integration.cron";
-const KINDS: &[&str] = &[TASK_JOB, WEBHOOK_JOB, EVENT_JOB, CRON_JOB];
+/// One signed delivery of an event to a webhook the application registered.
+pub const DELIVERY_JOB: &str = "webhook.delivery";
+const KINDS: &[&str] = &[TASK_JOB, WEBHOOK_JOB, EVENT_JOB, CRON_JOB, DELIVERY_JOB];
+const DELIVERY_ATTEMPTS: u32 = 8;
+/// The header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
+pub const SIGNATURE_HEADER: &str = "splice-signature";
 const LEASE: Duration = Duration::from_secs(60);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const RETRY_BASE: Duration = Duration::from_secs(5);
@@ -98,6 +103,7 @@ async fn run_job(state: &AppState, job: Job) {
         WEBHOOK_JOB => route_webhook(state, &job).await,
         EVENT_JOB => run_event(state, &job).await,
         CRON_JOB => run_cron(state, &job).await,
+        DELIVERY_JOB => deliver(state, &job).await,
         other => Err(Failure::final_(format!("unknown job kind {other:?}"))),
     };
     heartbeat.abort();
@@ -115,7 +121,7 @@ async fn run_job(state: &AppState, job: Job) {
         }
     };
     match recorded {
-        Ok(Some(finished)) => task_event(state, &finished).await,
+        Ok(Some(finished)) => finished_event(state, &finished).await,
         // Our lease lapsed and another worker owns the job now: its outcome wins.
         Ok(None) => tracing::warn!("job lease was lost; outcome dropped"),
         Err(err) => tracing::error!(error = %err, "recording a job outcome failed"),
@@ -338,16 +344,21 @@ async fn invoke(
     outcome
 }
 
-/// Records `task.finished` or `task.failed` when a task job reaches its end.
-async fn task_event(state: &AppState, job: &Job) {
-    let kind = match job.status {
-        splice_store::JobStatus::Succeeded => "task.finished",
-        splice_store::JobStatus::Failed => "task.failed",
+/// Records what a finished job means for the application: `task.finished` or `task.failed`
+/// for tasks, `job.dead_lettered` for any other job (but deliveries) out of attempts.
+async fn finished_event(state: &AppState, job: &Job) {
+    let failed = job.status == splice_store::JobStatus::Failed;
+    let kind = match (job.kind.as_str(), job.status) {
+        (TASK_JOB, splice_store::JobStatus::Succeeded) => "task.finished",
+        (TASK_JOB, splice_store::JobStatus::Failed) => "task.failed",
+        (DELIVERY_JOB, _) => return,
+        (_, _) if failed => "job.dead_lettered",
         _ => return,
     };
     let data = json!({
-        "integration": job.payload["integration"],
-        "task": job.payload["task"],
+        "kind": job.kind,
+        "integration": job.payload.get("integration"),
+        "task": job.payload.get("task"),
         "attempts": job.attempts,
         "error": job.last_error,
     });
@@ -358,4 +369,125 @@ async fn task_event(state: &AppState, job: &Job) {
     {
         tracing::warn!(error = %err, "could not record a task event");
     }
+}
+
+/// Signs and POSTs one event to one registered webhook; anything but a 2xx is retried.
+async fn deliver(state: &AppState, job: &Job) -> Result<Value, Failure> {
+    let id = job.payload["webhook"].as_str().unwrap_or_default();
+    let webhook = match state.store.get_webhook(id).await {
+        Ok(Some(webhook)) => webhook,
+        Ok(None) => return Err(Failure::final_("the webhook was deleted")),
+        Err(err) => {
+            return Err(Failure {
+                message: err.to_string(),
+                retry: true,
+            });
+        }
+    };
+    let body = job.payload["event"].to_string();
+    let timestamp = now_millis() / 1000;
+    let signature = sign(webhook.secret.expose(), timestamp, &body);
+    let request = splice_sandbox::FetchRequest {
+        method: "POST".into(),
+        url: webhook.url.clone(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            (
+                SIGNATURE_HEADER.into(),
+                format!("t={timestamp},v1={signature}"),
+            ),
+            (
+                "splice-event-id".into(),
+                job.payload["event"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+            ),
+        ],
+        body: Some(body.into()),
+        connector: None,
+    };
+    match state.outbound.send(request).await {
+        Ok(answer) if (200..300).contains(&answer.status) => Ok(json!({ "status": answer.status })),
+        Ok(answer) => Err(Failure {
+            message: format!("HTTP {}", answer.status),
+            retry: true,
+        }),
+        Err(err) => Err(Failure {
+            message: err.message,
+            retry: true,
+        }),
+    }
+}
+
+/// Hex HMAC-SHA256 of `"<timestamp>.<body>"` under the webhook's secret.
+pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Turns new events into deliveries: one job per (event, matching webhook), keyed so that
+/// every node may do this and each delivery still exists once. Webhooks get the events that
+/// happened after they were registered.
+pub fn spawn_dispatcher(state: AppState) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(IDLE_POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(err) = dispatch_events(&state).await {
+                tracing::warn!(error = %err, "event dispatch failed");
+            }
+        }
+    });
+}
+
+async fn dispatch_events(state: &AppState) -> Result<(), splice_store::StoreError> {
+    let webhooks = state.store.list_webhooks().await?;
+    if webhooks.is_empty() {
+        return Ok(());
+    }
+    let cursor = state.store.delivery_cursor().await?.unwrap_or_default();
+    let query = splice_store::EventQuery {
+        after: Some(cursor),
+        limit: 200,
+        ..Default::default()
+    };
+    let events = state.store.list_events(&query).await?;
+    for event in &events {
+        for webhook in &webhooks {
+            let wanted = webhook.events.is_empty() || webhook.events.contains(&event.kind);
+            if !wanted || event.at < webhook.meta.created_at {
+                continue;
+            }
+            let payload = json!({
+                "webhook": webhook.id,
+                "event": {
+                    "id": event.id,
+                    "type": event.kind,
+                    "at": splice_domain::rfc3339(event.at),
+                    "tenant": event.tenant,
+                    "subject": event.subject,
+                    "data": event.data,
+                },
+            });
+            let mut job = NewJob::new(DELIVERY_JOB, payload, now_millis());
+            job.partition = Some(webhook.id.clone());
+            job.max_attempts = DELIVERY_ATTEMPTS;
+            job.idempotency_key = Some(format!("delivery:{}:{}", event.id, webhook.id));
+            state.store.enqueue_job(&job, now_millis()).await?;
+        }
+    }
+    if let Some(last) = events.last() {
+        state.store.set_delivery_cursor(last.id.as_str()).await?;
+        state.jobs_ready.notify_one();
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use splice_domain::{
     AuthState, Connector, ConnectorId, Event, Identity, IdentityId, Install, InstallId,
     Integration, IntegrationId, InvocationRecord, Millis, Session, SessionId, TagFilter, TenantId,
-    TokenSet,
+    TokenSet, Webhook,
 };
 
 mod sql;
@@ -202,7 +202,8 @@ pub struct EventQuery {
     pub kind: Option<String>,
     pub tenant: Option<TenantId>,
     pub subject: Option<String>,
-    /// Only events after this one (by id), for polling.
+    /// Only events after this one (by id), oldest first, for polling; `""` starts at the
+    /// oldest event.
     pub after: Option<String>,
     pub limit: u32,
 }
@@ -212,6 +213,17 @@ pub trait EventStore: Send + Sync {
     async fn record_event(&self, event: &Event) -> Result<()>;
     /// Newest first, or oldest first after the `after` cursor.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn create_webhook(&self, webhook: &Webhook) -> Result<()>;
+    async fn get_webhook(&self, id: &str) -> Result<Option<Webhook>>;
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>>;
+    async fn delete_webhook(&self, id: &str) -> Result<bool>;
+    /// The last event already turned into deliveries.
+    async fn delivery_cursor(&self) -> Result<Option<String>>;
+    async fn set_delivery_cursor(&self, event_id: &str) -> Result<()>;
 }
 
 /// How the database is shared and whether it answers.
@@ -416,6 +428,7 @@ pub trait Store:
     + EventStore
     + ClusterStore
     + JobStore
+    + WebhookStore
 {
 }
 
@@ -429,6 +442,7 @@ impl<T> Store for T where
         + EventStore
         + ClusterStore
         + JobStore
+        + WebhookStore
 {
 }
 

@@ -11,6 +11,7 @@ pub mod api;
 pub mod app;
 pub mod browser;
 pub mod oidc;
+pub mod receiver;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

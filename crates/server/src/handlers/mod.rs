@@ -11,6 +11,7 @@ pub mod integrations;
 pub mod invoke;
 pub mod providers;
 pub mod sessions;
+pub mod subscriptions;
 pub mod tasks;
 pub mod webhooks;
 

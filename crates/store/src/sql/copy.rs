@@ -69,6 +69,10 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ("id", Text), ("type", Text), ("at", Int), ("tenant", Text), ("subject", Text),
         ("data", Text),
     ]),
+    ("webhooks", &[
+        ("id", Text), ("url", Text), ("events", Text), ("secret", Bytes), ("tags", Text),
+        ("created_at", Int), ("updated_at", Int), ("version", Int),
+    ]),
     ("jobs", &[
         ("id", Text), ("kind", Text), ("partition_key", Text), ("payload", Text),
         ("idempotency_key", Text), ("status", Text), ("attempts", Int), ("max_attempts", Int),

@@ -53,7 +53,8 @@ impl EventStore for SqlStore {
             "SELECT * FROM events WHERE (CAST($1 AS TEXT) IS NULL OR type = $1) \
              AND (CAST($2 AS TEXT) IS NULL OR tenant = $2) \
              AND (CAST($3 AS TEXT) IS NULL OR subject = $3) \
-             AND (CAST($4 AS TEXT) IS NULL OR seq > (SELECT seq FROM events WHERE id = $4)) \
+             AND (CAST($4 AS TEXT) IS NULL OR $4 = '' \
+             OR seq > (SELECT seq FROM events WHERE id = $4)) \
              ORDER BY seq {order} LIMIT $5"
         ))
         .bind(&query.kind)

@@ -11,6 +11,7 @@ mod integrations;
 mod invocations;
 mod jobs;
 mod sessions;
+mod webhooks;
 
 use std::time::Duration;
 

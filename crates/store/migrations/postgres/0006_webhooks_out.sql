@@ -1,0 +1,12 @@
+-- Outbound webhooks: URLs the application registered for Splice's events.
+
+CREATE TABLE webhooks (
+    id         TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    events     TEXT NOT NULL,          -- JSON list of event types; empty means all
+    secret     BYTEA NOT NULL,            -- encrypted signing secret
+    tags       TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    version    BIGINT NOT NULL
+);
