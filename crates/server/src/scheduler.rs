@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use splice_domain::{Integration, now_millis, rfc3339};
+use splice_domain::{IntegrationId, Millis, now_millis, rfc3339};
 use splice_schedule::{Schedule, firing_key};
 use splice_store::{NewJob, StoreError};
 
@@ -29,9 +29,8 @@ pub fn spawn_scheduler(state: AppState) {
 }
 
 async fn tick(state: &AppState) -> Result<(), StoreError> {
-    // TODO: list only integrations with schedules once there are many integrations.
-    for integration in state.store.list_integrations().await? {
-        for spec in &integration.schedules {
+    for (id, schedules, deployed_at) in state.store.scheduled_integrations().await? {
+        for spec in &schedules {
             let parsed = Schedule::parse(
                 &spec.name,
                 &spec.cron,
@@ -41,21 +40,18 @@ async fn tick(state: &AppState) -> Result<(), StoreError> {
             let schedule = match parsed {
                 Ok(schedule) => schedule,
                 Err(err) => {
-                    tracing::warn!(integration.id = %integration.id, error = %err, "invalid schedule");
+                    tracing::warn!(integration.id = %id, error = %err, "invalid schedule");
                     continue;
                 }
             };
             let installs = if schedule.per_install() {
-                let all = state
-                    .store
-                    .list_installs(&integration.id, None, &[])
-                    .await?;
+                let all = state.store.list_installs(&id, None, &[]).await?;
                 all.into_iter().map(|i| i.id.to_string()).collect()
             } else {
                 vec![String::new()]
             };
             for install in installs {
-                fire_if_due(state, &integration, &schedule, &install).await?;
+                fire_if_due(state, &id, deployed_at, &schedule, &install).await?;
             }
         }
     }
@@ -64,7 +60,8 @@ async fn tick(state: &AppState) -> Result<(), StoreError> {
 
 async fn fire_if_due(
     state: &AppState,
-    integration: &Integration,
+    integration: &IntegrationId,
+    deployed_at: Millis,
     schedule: &Schedule,
     install: &str,
 ) -> Result<(), StoreError> {
@@ -72,24 +69,24 @@ async fn fire_if_due(
     // Never fired: count from the deploy, so nothing fires retroactively.
     let last = state
         .store
-        .schedule_slot(&integration.id, schedule.name(), install)
+        .schedule_slot(integration, schedule.name(), install)
         .await?;
-    let since = last.unwrap_or(integration.meta.updated_at);
+    let since = last.unwrap_or(deployed_at);
     let Some(slot) = schedule.due(Some(since), now).fire_at else {
         return Ok(());
     };
 
     let target = (!install.is_empty()).then_some(install);
     let payload = json!({
-        "integration": integration.id,
+        "integration": integration,
         "schedule": schedule.name(),
         "install": target,
         "slot": rfc3339(slot),
     });
     let mut job = NewJob::new(CRON_JOB, payload, now);
-    job.partition = Some(integration.id.to_string());
+    job.partition = Some(integration.to_string());
     job.idempotency_key = Some(firing_key(
-        integration.id.as_str(),
+        integration.as_str(),
         schedule.name(),
         target,
         slot,
@@ -97,11 +94,11 @@ async fn fire_if_due(
     let (_, created) = state.store.enqueue_job(&job, now).await?;
     state
         .store
-        .advance_schedule(&integration.id, schedule.name(), install, slot)
+        .advance_schedule(integration, schedule.name(), install, slot)
         .await?;
     if created {
         state.jobs_ready.notify_one();
-        tracing::debug!(integration.id = %integration.id, schedule = schedule.name(), slot, "schedule fired");
+        tracing::debug!(integration.id = %integration, schedule = schedule.name(), slot, "schedule fired");
     }
     Ok(())
 }

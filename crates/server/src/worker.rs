@@ -194,17 +194,14 @@ async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
 
     let identities = state
         .store
-        .list_identities(&connector, None, &[])
+        .identities_with_subjects(&connector, &accounts)
         .await
         .map_err(store_error)?;
     let mut routed = Vec::new();
-    for identity in identities
-        .iter()
-        .filter(|i| i.subject.as_deref().is_some_and(|s| accounts.contains(&s)))
-    {
+    for identity in &identities {
         for install_id in state
             .store
-            .installs_using(&identity.id)
+            .installs_using(identity)
             .await
             .map_err(store_error)?
         {
@@ -219,7 +216,7 @@ async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
             let Some(name) = install
                 .identities
                 .iter()
-                .find(|(_, id)| **id == identity.id)
+                .find(|(_, id)| *id == identity)
                 .map(|(name, _)| name.clone())
             else {
                 continue;

@@ -86,6 +86,10 @@ pub trait IntegrationStore: Send + Sync {
     /// The integration with its bytecode, for running it.
     async fn get_program(&self, id: &IntegrationId) -> Result<Option<StoredProgram>>;
     async fn list_integrations(&self) -> Result<Vec<Integration>>;
+    /// Integrations that declare schedules: id, schedules, and when they were deployed.
+    async fn scheduled_integrations(
+        &self,
+    ) -> Result<Vec<(IntegrationId, Vec<splice_domain::ScheduleSpec>, Millis)>>;
     /// The last slot a schedule fired (for an install, or `""` for the integration).
     async fn schedule_slot(
         &self,
@@ -142,6 +146,12 @@ pub trait IdentityStore: Send + Sync {
         tenant: Option<&TenantId>,
         tags: &[TagFilter],
     ) -> Result<Vec<Identity>>;
+    /// The identities on a connector whose subject (provider account id) is one of `subjects`.
+    async fn identities_with_subjects(
+        &self,
+        connector: &ConnectorId,
+        subjects: &[&str],
+    ) -> Result<Vec<IdentityId>>;
     /// Stores refreshed tokens if the identity is still at `expected_version`; returns the
     /// identity as written. [`StoreError::VersionMismatch`] means another writer won.
     async fn update_tokens(

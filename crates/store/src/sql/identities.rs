@@ -175,6 +175,29 @@ impl IdentityStore for SqlStore {
         rows.iter().map(|r| self.read_identity(r)).collect()
     }
 
+    async fn identities_with_subjects(
+        &self,
+        connector: &ConnectorId,
+        subjects: &[&str],
+    ) -> Result<Vec<IdentityId>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params: Vec<String> = (2..subjects.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id FROM identities WHERE connector_id = $1 AND subject IN ({}) ORDER BY id",
+            params.join(", ")
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql).bind(connector.as_str());
+        for subject in subjects {
+            query = query.bind(*subject);
+        }
+        let ids = query.fetch_all(&self.pool).await?;
+        ids.iter()
+            .map(|id| IdentityId::parse(id).map_err(corrupt))
+            .collect()
+    }
+
     async fn update_tokens(
         &self,
         id: &IdentityId,

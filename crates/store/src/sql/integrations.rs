@@ -95,6 +95,24 @@ impl IntegrationStore for SqlStore {
         Ok(version)
     }
 
+    async fn scheduled_integrations(
+        &self,
+    ) -> Result<Vec<(IntegrationId, Vec<splice_domain::ScheduleSpec>, i64)>> {
+        let rows = sqlx::query(
+            "SELECT id, schedules, updated_at FROM integrations WHERE schedules <> '[]' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id = IntegrationId::parse(row.try_get("id")?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let schedules = from_json(row.try_get("schedules")?, "schedules")?;
+                Ok((id, schedules, row.try_get("updated_at")?))
+            })
+            .collect()
+    }
+
     async fn schedule_slot(
         &self,
         integration: &IntegrationId,

@@ -326,6 +326,19 @@ async fn identities_are_found_by_subject_and_tenant(_db: &TestDb, store: SqlStor
             .is_none()
     );
 
+    let by_subject = store
+        .identities_with_subjects(&connector, &["bob", "alice"])
+        .await
+        .unwrap();
+    assert_eq!(by_subject, vec![identity.id.clone()]);
+    assert!(
+        store
+            .identities_with_subjects(&connector, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     let filter = [TagFilter::parse("source=test").unwrap()];
     assert_eq!(
         store
@@ -1503,6 +1516,19 @@ async fn schedules_are_stored_and_their_slots_only_advance(_db: &TestDb, store: 
     }];
     let (stored, _) = store.put_integration(&declared, b"v1").await.unwrap();
     assert_eq!(stored.schedules, declared.schedules);
+    store
+        .put_integration(&integration("plain"), b"v1")
+        .await
+        .unwrap();
+    let scheduled = store.scheduled_integrations().await.unwrap();
+    assert_eq!(
+        scheduled,
+        vec![(
+            declared.id.clone(),
+            declared.schedules.clone(),
+            stored.meta.updated_at
+        )]
+    );
 
     let id = &declared.id;
     assert_eq!(store.schedule_slot(id, "nightly", "").await.unwrap(), None);
