@@ -65,8 +65,11 @@ pub struct Config {
     pub sandbox_workers: Option<usize>,
     /// Warm runtimes an integration may have at once (its parallelism).
     pub sandbox_runtimes_per_integration: usize,
-    /// Workers on this node running queued jobs (background tasks).
+    /// Workers on this node running queued jobs; 0 makes a node that only serves requests.
     pub queue_workers: usize,
+    /// How often idle workers look for jobs nobody announced, in milliseconds (a fallback:
+    /// enqueues wake workers at once, on every node on PostgreSQL).
+    pub queue_poll_ms: u64,
     /// Wall-time limit of one background task run, in seconds.
     pub task_wall_secs: u64,
     /// How long finished jobs (task results, dead letters) are kept, in seconds.
@@ -97,6 +100,7 @@ impl Default for Config {
             sandbox_workers: None,
             sandbox_runtimes_per_integration: 4,
             queue_workers: 4,
+            queue_poll_ms: 1000,
             task_wall_secs: 900,
             task_retention_secs: 7 * 24 * 3600,
             providers_dir: None,
@@ -141,8 +145,8 @@ impl Config {
         {
             bail!("invalid configuration: database_url must start with sqlite:// or postgres://");
         }
-        if self.queue_workers == 0 || self.task_wall_secs == 0 {
-            bail!("invalid configuration: queue_workers and task_wall_secs must be at least 1");
+        if self.task_wall_secs == 0 || self.queue_poll_ms == 0 {
+            bail!("invalid configuration: task_wall_secs and queue_poll_ms must be at least 1");
         }
         if self.sweep_interval_secs == 0 {
             bail!("invalid configuration: sweep_interval_secs must be at least 1");

@@ -53,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         sandbox: sandbox_config(&config),
         queue_workers: config.queue_workers,
+        queue_poll: Duration::from_millis(config.queue_poll_ms),
         task_wall: Duration::from_secs(config.task_wall_secs),
         task_retention: Duration::from_secs(config.task_retention_secs),
         catalog: Arc::new(

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub catalog: Arc<Catalog>,
     /// Workers on this node running queued jobs.
     pub queue_workers: usize,
+    /// How often idle workers look for jobs nobody announced.
+    pub queue_poll: Duration,
     /// Wall-time limit of one background task run.
     pub task_wall: Duration,
     /// How long finished jobs (task results, dead letters) are kept.
@@ -80,10 +82,13 @@ pub struct Inner {
     pub public_url: Url,
     pub admin_key_hash: String,
     pub session_ttl: Duration,
-    /// Wakes a local worker when a job is enqueued.
+    /// Wakes a local worker when a job is enqueued (here, or on another node).
     pub jobs_ready: tokio::sync::Notify,
+    /// Asks the announcer to tell the other nodes that jobs were enqueued.
+    pub(crate) announce: tokio::sync::Notify,
     pub task_wall: Duration,
     pub task_retention: Duration,
+    pub queue_poll: Duration,
 }
 
 impl Deref for AppState {
@@ -130,13 +135,23 @@ impl AppState {
             admin_key_hash: config.admin_key_hash.clone(),
             session_ttl: config.session_ttl,
             jobs_ready: tokio::sync::Notify::new(),
+            announce: tokio::sync::Notify::new(),
             task_wall: config.task_wall,
             task_retention: config.task_retention,
+            queue_poll: config.queue_poll,
         }));
         worker::spawn_workers(state.clone(), config.queue_workers);
+        worker::spawn_announcements(state.clone());
         scheduler::spawn_scheduler(state.clone());
         worker::spawn_dispatcher(state.clone());
         state
+    }
+
+    /// Wakes workers after jobs were committed: one here at once, and those of other nodes
+    /// through the announcer (which coalesces a burst into a few announcements).
+    pub fn jobs_enqueued(&self) {
+        self.jobs_ready.notify_one();
+        self.announce.notify_one();
     }
 
     /// The one redirect URI to register with every provider.

@@ -97,7 +97,7 @@ async fn fire_if_due(
         .advance_schedule(integration, schedule.name(), install, slot)
         .await?;
     if created {
-        state.jobs_ready.notify_one();
+        state.jobs_enqueued();
         tracing::debug!(integration.id = %integration, schedule = schedule.name(), slot, "schedule fired");
     }
     Ok(())

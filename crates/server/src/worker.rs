@@ -5,9 +5,9 @@
 //! Job kinds: background tasks (`integration.task`), incoming provider webhooks
 //! (`webhook.event`: routed to every install whose identities carry the event's provider
 //! account id, one `integration.event` job per install), and event handler runs
-//! (`integration.event`). A local enqueue wakes a worker at once; jobs enqueued on other nodes
-//! are found within a second by polling.
-//! TODO: wake other nodes through LISTEN/NOTIFY on PostgreSQL.
+//! (`integration.event`). A local enqueue wakes a worker at once; on PostgreSQL it is also
+//! announced to the other nodes (`NOTIFY`), whose listeners wake theirs. Polling (every
+//! second by default) remains as the fallback for a lost announcement.
 
 use std::time::Duration;
 
@@ -39,6 +39,39 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const RETRY_BASE: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Where the store can announce jobs to other nodes, listens for their announcements (waking
+/// every idle local worker) and sends ours.
+pub fn spawn_announcements(state: AppState) {
+    tokio::spawn(async move {
+        let mut listener = loop {
+            match state.store.listen_for_jobs().await {
+                Ok(Some(listener)) => break listener,
+                Ok(None) => return,
+                Err(err) => tracing::warn!(error = %err, "listening for jobs failed; retrying"),
+            }
+            tokio::time::sleep(IDLE_POLL).await;
+        };
+        let announcer = state.clone();
+        tokio::spawn(async move {
+            loop {
+                announcer.announce.notified().await;
+                if let Err(err) = announcer.store.announce_jobs().await {
+                    tracing::warn!(error = %err, "announcing jobs failed");
+                }
+            }
+        });
+        loop {
+            match listener.next().await {
+                Ok(()) => state.jobs_ready.notify_waiters(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "job announcements lost; reconnecting");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+    });
+}
 
 /// Starts `count` workers on the current runtime.
 pub fn spawn_workers(state: AppState, count: usize) {
@@ -78,7 +111,7 @@ async fn run_worker(state: AppState, worker: String, purges: bool) {
             purge(&state).await;
         }
         // Woken by a local enqueue, or look again after a short while.
-        let _ = tokio::time::timeout(IDLE_POLL, state.jobs_ready.notified()).await;
+        let _ = tokio::time::timeout(state.queue_poll, state.jobs_ready.notified()).await;
     }
 }
 
@@ -242,7 +275,7 @@ async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
     if routed.is_empty() {
         tracing::info!(connector.id = %connector, event = %job.payload["type"], "webhook matched no install; dropped");
     } else {
-        state.jobs_ready.notify_waiters();
+        state.jobs_enqueued();
     }
     Ok(json!({ "installs": routed }))
 }
@@ -484,7 +517,7 @@ async fn dispatch_events(state: &AppState) -> Result<(), splice_store::StoreErro
     }
     if let Some(last) = events.last() {
         state.store.set_delivery_cursor(last.id.as_str()).await?;
-        state.jobs_ready.notify_one();
+        state.jobs_enqueued();
     }
     Ok(())
 }

@@ -337,6 +337,8 @@ pub struct Job {
     pub result: Option<serde_json::Value>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// When the current (or last) run was claimed.
+    pub started_at: Option<Millis>,
     pub finished_at: Option<Millis>,
 }
 
@@ -412,6 +414,28 @@ pub trait JobStore: Send + Sync {
     async fn next_job_due(&self, kinds: &[&str]) -> Result<Option<Millis>>;
     /// Deletes succeeded, failed and cancelled jobs finished before `before`; returns how many.
     async fn purge_finished_jobs(&self, before: Millis) -> Result<u64>;
+    /// Tells the workers of every node sharing this database that jobs were enqueued
+    /// (PostgreSQL `NOTIFY`). A store used by one process has no one else to tell.
+    async fn announce_jobs(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Hears [`announce_jobs`](Self::announce_jobs) from every node, or `None` where there
+    /// is nothing to hear.
+    async fn listen_for_jobs(&self) -> Result<Option<JobAnnouncements>> {
+        Ok(None)
+    }
+}
+
+/// Announcements of enqueued jobs from every node (a PostgreSQL `LISTEN` connection).
+pub struct JobAnnouncements(pub(crate) sqlx::postgres::PgListener);
+
+impl JobAnnouncements {
+    /// Waits for the next announcement. After a lost connection the listener reconnects and
+    /// returns at once, since announcements may have been missed meanwhile.
+    pub async fn next(&mut self) -> Result<()> {
+        self.0.try_recv().await?;
+        Ok(())
+    }
 }
 
 /// How long to wait before retrying after failed attempt number `attempt` (1 for the first):

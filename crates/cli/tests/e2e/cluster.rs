@@ -265,3 +265,59 @@ async fn a_schedule_on_two_nodes_runs_once_per_firing() {
     assert_eq!(slots.len(), runs.len(), "a firing ran twice: {runs:?}");
     assert!((4..=6).contains(&runs.len()), "{runs:?}");
 }
+
+/// A job enqueued on a node that runs no workers starts at once on the other node: the
+/// enqueue is announced to every node, and node B's fallback poll is a minute away.
+#[tokio::test]
+async fn a_job_enqueued_on_one_node_wakes_workers_on_the_other() {
+    let Some(database) = fresh_postgres_database().await else {
+        return;
+    };
+    let admin_key = format!("sk_test_{}", random_hex(40));
+    let shared = vec![
+        ("SPLICE_DATABASE_URL".to_string(), database),
+        ("SPLICE_MASTER_KEY".to_string(), base64_key()),
+    ];
+    let node = |extra: (&str, &str)| {
+        let port = free_port();
+        let mut env = shared.clone();
+        env.push((extra.0.to_string(), extra.1.to_string()));
+        Node {
+            port,
+            public_url: format!("http://127.0.0.1:{port}"),
+            admin_key: admin_key.clone(),
+            env,
+        }
+    };
+    let a = TestApp::start_node(node(("SPLICE_QUEUE_WORKERS", "0"))).await;
+    let b = TestApp::start_node(node(("SPLICE_QUEUE_POLL_MS", "60000"))).await;
+    let code = r#"import { Integration } from "splice";
+const integration = new Integration();
+integration.task.on("noop", async (ctx) => ({ n: ctx.payload.n }));
+export default integration;
+"#;
+    deploy(&a, "jobs", code, json!({})).await;
+    // Node B's workers have looked for work once and now sleep until woken.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for n in 0..3 {
+        let (status, task) = a
+            .post(
+                "/v1/integrations/jobs/tasks/noop",
+                &json!({"payload": {"n": n}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+        let path = format!("/v1/tasks/{}", str_field(&task, "id"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let done = loop {
+            let (_, task) = a.get(&path).await;
+            if task["status"] == "succeeded" || tokio::time::Instant::now() > deadline {
+                break task;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(done["status"], "succeeded", "{done}\n{}", b.logs());
+        assert_eq!(done["result"], json!({"n": n}), "{done}");
+    }
+}

@@ -105,7 +105,8 @@ pub async fn list_deliveries(
             "last_error": job.last_error,
             "result": job.result,
             "created_at": rfc3339(job.created_at),
-            "finished_at": job.finished_at.map(rfc3339),
+            "started_at": job.started_at.map(rfc3339),
+        "finished_at": job.finished_at.map(rfc3339),
         })
     }))))
 }

@@ -68,7 +68,7 @@ pub async fn start_task(
     job.max_attempts = max_attempts;
     job.idempotency_key = body.idempotency_key.map(|key| format!("task:{id}:{key}"));
     let (stored, _) = state.store.enqueue_job(&job, now).await?;
-    state.jobs_ready.notify_one();
+    state.jobs_enqueued();
     Ok((StatusCode::ACCEPTED, Json(job_view(&state, &stored))))
 }
 
@@ -126,7 +126,7 @@ pub async fn replay_job(
         .replay_job(&id, now_millis())
         .await?
         .ok_or_else(|| ApiError::conflict("only failed or cancelled jobs can be replayed"))?;
-    state.jobs_ready.notify_one();
+    state.jobs_enqueued();
     Ok(Json(job_view(&state, &job)))
 }
 
@@ -145,6 +145,7 @@ fn job_view(state: &AppState, job: &Job) -> Value {
         "error": job.last_error,
         "created_at": rfc3339(job.created_at),
         "updated_at": rfc3339(job.updated_at),
+        "started_at": job.started_at.map(rfc3339),
         "finished_at": job.finished_at.map(rfc3339),
     })
 }

@@ -123,7 +123,7 @@ pub async fn receive_webhook(
     job.partition = Some(id.to_string());
     job.idempotency_key = info.dedupe_key().map(|key| format!("webhook:{id}:{key}"));
     let (stored, created) = state.store.enqueue_job(&job, now_millis()).await?;
-    state.jobs_ready.notify_one();
+    state.jobs_enqueued();
     tracing::info!(connector.id = %id, job.id = %stored.id, duplicate = !created, event = %info.event_type, "webhook accepted");
     Ok((
         StatusCode::OK,

@@ -78,6 +78,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ("idempotency_key", Text), ("status", Text), ("attempts", Int), ("max_attempts", Int),
         ("run_at", Int), ("lease_owner", Text), ("lease_until", Int), ("last_error", Text),
         ("result", Text), ("created_at", Int), ("updated_at", Int), ("finished_at", Int),
+        ("started_at", Int),
     ]),
 ];
 

@@ -12,7 +12,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Dialect, SqlStore, from_json, parse_column, to_json};
-use crate::{Job, JobClaim, JobQuery, JobStatus, JobStore, NewJob, Result, StoreError};
+use crate::{
+    Job, JobAnnouncements, JobClaim, JobQuery, JobStatus, JobStore, NewJob, Result, StoreError,
+};
 
 /// Which jobs a claim may take: queued and due, or running under a lapsed lease.
 const DUE: &str =
@@ -21,11 +23,14 @@ const DUE: &str =
 /// Makes the claimed rows a run of the claiming worker. `$1` now, `$2` worker, `$3` the
 /// lease's end; `DUE` is checked again so a row another claimer took in between is left out.
 const TAKE: &str = "UPDATE jobs SET status = 'running', lease_owner = $2, lease_until = $3, \
-     attempts = attempts + 1, updated_at = $1";
+     attempts = attempts + 1, started_at = $1, updated_at = $1";
 
 /// Serializes claims with a per-partition limit on PostgreSQL, so two nodes cannot both see
 /// a partition below its limit and both fill it.
 const PARTITION_CLAIM_LOCK: &str = "splice-jobs:partition-claim";
+
+/// The PostgreSQL notification channel on which nodes announce enqueued jobs.
+const JOBS_CHANNEL: &str = "splice_jobs";
 
 const LAPSED_ON_LAST_ATTEMPT: &str = "the lease of the last attempt expired";
 
@@ -117,6 +122,7 @@ fn read_job(row: &AnyRow) -> Result<Job> {
         result: result.map(|r| from_json(&r, "job result")).transpose()?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
     })
 }
@@ -357,5 +363,24 @@ impl JobStore for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn announce_jobs(&self) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(JOBS_CHANNEL)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn listen_for_jobs(&self) -> Result<Option<JobAnnouncements>> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(JOBS_CHANNEL).await?;
+        Ok(Some(JobAnnouncements(listener)))
     }
 }

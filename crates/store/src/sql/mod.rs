@@ -70,6 +70,8 @@ pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
     cipher: Cipher,
+    /// Kept for connections outside the pool (PostgreSQL `LISTEN`).
+    url: String,
 }
 
 /// Why the store could not be opened.
@@ -137,6 +139,7 @@ impl SqlStore {
             pool,
             dialect,
             cipher,
+            url,
         })
     }
 

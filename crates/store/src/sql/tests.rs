@@ -894,6 +894,7 @@ async fn jobs_round_trip_with_payload_and_result(_db: &TestDb, store: SqlStore) 
     assert_eq!(queued.partition.as_deref(), Some("sync"));
     assert_eq!((queued.attempts, queued.max_attempts), (0, 3));
     assert_eq!((queued.run_at, queued.created_at), (1_000, 900));
+    assert_eq!(queued.started_at, None);
     assert_eq!(store.next_job_due(&[]).await.unwrap(), Some(1_000));
 
     let claimed = store
@@ -907,6 +908,7 @@ async fn jobs_round_trip_with_payload_and_result(_db: &TestDb, store: SqlStore) 
     assert_eq!(run.attempts, 1);
     assert_eq!(run.lease_owner.as_deref(), Some("node-a/1"));
     assert_eq!(run.lease_until, Some(31_000));
+    assert_eq!(run.started_at, Some(1_000));
     assert_eq!(run.payload, queued.payload);
 
     let beat = store
