@@ -1,7 +1,8 @@
 //! End-to-end tests: the real `splice` binary, a real OpenID Connect provider (oidc-provider on
-//! Node.js) and a scripted browser, all on loopback.
+//! Node.js), GitHub's and Stripe's own webhook signing libraries and a scripted browser, all on
+//! loopback.
 //!
-//! One test binary holds every case so that the fixture's npm install happens once; each test
+//! One test binary holds every case so that each fixture's npm install happens once; each test
 //! starts its own Splice with its own data folder. Needs `node` and `npm` on the PATH.
 
 mod support;
@@ -16,6 +17,7 @@ mod e2e {
     mod sandbox;
     pub mod schedules;
     mod shutdown;
+    mod signers;
     mod tasks;
     mod webhooks;
 }

@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: a running Splice binary ([`app::TestApp`]), a real OpenID
-//! Connect provider ([`oidc::OidcProvider`]) and a cookie-keeping HTTP client that clicks
-//! through the provider's login and consent pages ([`browser::Browser`]).
+//! Connect provider ([`oidc::OidcProvider`]), a cookie-keeping HTTP client that clicks
+//! through the provider's login and consent pages ([`browser::Browser`]), and the providers'
+//! own webhook signing libraries ([`signers`]).
 //!
 //! Everything here talks to loopback addresses only. Apart from "it started" and the shared
 //! error-envelope checks in [`api`], assertions about Splice's behaviour live in the tests.
@@ -12,6 +13,7 @@ pub mod app;
 pub mod browser;
 pub mod oidc;
 pub mod receiver;
+pub mod signers;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -2,16 +2,18 @@
 //!
 //! Installs the fixture's npm packages on first use, starts `node server.js` on an OS-chosen
 //! port and stops it on drop. It does not drive the login pages; see [`super::browser`].
+//! [`ensure_installed`] installs the other npm fixtures too.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::Output;
+use super::{Output, lock};
 
 const READY_PREFIX: &str = "listening on ";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,7 +72,7 @@ impl OidcProvider {
         options: OidcOptions,
     ) -> Self {
         let dir = fixture_dir();
-        ensure_installed(&dir);
+        ensure_installed(&dir, "oidc-provider/package.json");
 
         let mut command = Command::new("node");
         if let Some((cc_id, cc_secret)) = &options.client_credentials {
@@ -290,22 +292,28 @@ pub fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc")
 }
 
-/// Runs `npm ci` once per test binary when the fixture's packages are missing.
+/// Runs `npm ci` in the npm fixture folder `dir` once per test binary, unless
+/// `node_modules/<probe>` (a file of an installed package) is already there.
 ///
-/// Tests in one binary share the `OnceLock`. Separate processes (e.g. nextest) are kept apart
-/// by installing into a private temporary folder and renaming the result into place: a rename
-/// onto a `node_modules` another process already placed fails and the loser's copy is dropped.
-fn ensure_installed(dir: &Path) {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = INSTALLED.get_or_init(|| install_packages(dir));
+/// Tests in one binary share the record of finished installs; a second fixture waits for the
+/// first one's install, which also keeps two `npm ci` runs from competing for the CPU. Separate
+/// processes (e.g. nextest) are kept apart by installing into a private temporary folder and
+/// renaming the result into place: a rename onto a `node_modules` another process already
+/// placed fails and the loser's copy is dropped.
+pub fn ensure_installed(dir: &Path, probe: &str) {
+    static INSTALLED: Mutex<BTreeMap<PathBuf, Result<(), String>>> = Mutex::new(BTreeMap::new());
+    let result = lock(&INSTALLED)
+        .entry(dir.to_path_buf())
+        .or_insert_with(|| install_packages(dir, probe))
+        .clone();
     if let Err(message) = result {
         panic!("{message}");
     }
 }
 
-fn install_packages(dir: &Path) -> Result<(), String> {
+fn install_packages(dir: &Path, probe: &str) -> Result<(), String> {
     let target = dir.join("node_modules");
-    if target.join("oidc-provider/package.json").is_file() {
+    if target.join(probe).is_file() {
         return Ok(());
     }
 
@@ -326,7 +334,8 @@ fn install_packages(dir: &Path) -> Result<(), String> {
         .map_err(|err| format!("run `npm ci` (is npm installed?): {err}"))?;
     if !output.status.success() {
         return Err(format!(
-            "`npm ci` in the oidc fixture failed with {}:\n{}\n{}",
+            "`npm ci` in {} failed with {}:\n{}\n{}",
+            dir.display(),
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
@@ -336,7 +345,7 @@ fn install_packages(dir: &Path) -> Result<(), String> {
     let renamed = std::fs::rename(staging.path().join("node_modules"), &target);
     match renamed {
         Ok(()) => Ok(()),
-        Err(_) if target.join("oidc-provider/package.json").is_file() => Ok(()),
+        Err(_) if target.join(probe).is_file() => Ok(()),
         Err(err) => Err(format!("move node_modules into {}: {err}", dir.display())),
     }
 }
