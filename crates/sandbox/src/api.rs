@@ -175,6 +175,20 @@ pub struct TokenRequest {
     pub force_refresh: bool,
 }
 
+/// A background task started from integration code (`integration.task.start(…)`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRequest {
+    pub integration: String,
+    /// The task handler's name.
+    pub name: String,
+    /// Handed to the handler as `ctx.payload`.
+    pub payload: serde_json::Value,
+    /// Do not start before this long from now.
+    pub delay: Duration,
+    /// Starting the same task twice with one key queues it once.
+    pub idempotency_key: Option<String>,
+}
+
 /// An outbound HTTP request made by `fetch` in integration code.
 #[derive(Clone, Debug, Default)]
 pub struct FetchRequest {
@@ -222,6 +236,14 @@ pub struct HostError {
 pub trait Host: Send + Sync + 'static {
     fn token(&self, request: TokenRequest) -> BoxFuture<'static, Result<String, HostError>>;
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, HostError>>;
+    /// Queues a background task of the same integration; resolves to the job's id.
+    fn start_task(&self, request: TaskRequest) -> BoxFuture<'static, Result<String, HostError>> {
+        let _ = request;
+        Box::pin(std::future::ready(Err(HostError {
+            code: "unsupported".into(),
+            message: "this host runs no background tasks".into(),
+        })))
+    }
 }
 
 /// Where a compile error is, in the files the user deployed.

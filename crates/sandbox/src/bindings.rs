@@ -23,7 +23,7 @@ use rquickjs::{
 
 use crate::api::{
     ConnectorTarget, FetchRequest, FetchResponse, Host, HostError, IdentityScope, LogLevel,
-    LogLine, TokenRequest,
+    LogLine, TaskRequest, TokenRequest,
 };
 use crate::{modules, prelude};
 
@@ -37,6 +37,8 @@ const MAX_LOG_BYTES: usize = 256 << 10;
 const MAX_PENDING_OPS: usize = 1024;
 /// Longest timer delay; the wall limit ends invocations long before.
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+/// Longest delay of a task started from code.
+const MAX_TASK_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 const LOG_CAP_NOTICE: &str =
     "log limit reached: further console output of this invocation was dropped";
@@ -45,6 +47,7 @@ const LOG_CAP_NOTICE: &str =
 pub(crate) enum Outcome {
     Fetch(Result<FetchResponse, HostError>),
     Token(Result<String, HostError>),
+    Task(Result<String, HostError>),
     Timer,
 }
 
@@ -137,11 +140,11 @@ impl HostState {
 
         let settled = match outcome {
             Outcome::Fetch(Ok(response)) => Ok(response_to_js(ctx, response)?.into_value()),
-            Outcome::Token(Ok(token)) => {
-                Ok(rquickjs::String::from_str(ctx.clone(), &token)?.into_value())
+            Outcome::Token(Ok(text)) | Outcome::Task(Ok(text)) => {
+                Ok(rquickjs::String::from_str(ctx.clone(), &text)?.into_value())
             }
             Outcome::Timer => Ok(Value::new_undefined(ctx.clone())),
-            Outcome::Fetch(Err(error)) | Outcome::Token(Err(error)) => {
+            Outcome::Fetch(Err(error)) | Outcome::Token(Err(error)) | Outcome::Task(Err(error)) => {
                 Err(host_error_to_js(ctx, &error)?)
             }
         };
@@ -183,6 +186,16 @@ impl HostState {
                 state.token(&ctx, connector, &scope, id, force)
             };
         table.set("token", Function::new(ctx.clone(), token)?)?;
+
+        let state = Rc::clone(self);
+        let start_task = move |ctx: Ctx<'js>,
+                               name: String,
+                               payload: String,
+                               delay_ms: f64,
+                               key: Option<String>| {
+            state.start_task(&ctx, name, &payload, delay_ms, key)
+        };
+        table.set("startTask", Function::new(ctx.clone(), start_task)?)?;
 
         let state = Rc::clone(self);
         table.set(
@@ -270,12 +283,30 @@ impl HostState {
         self.start(ctx, pending.map(Outcome::Token).boxed_local())
     }
 
-    fn sleep<'js>(&self, ctx: &Ctx<'js>, ms: f64) -> rquickjs::Result<Promise<'js>> {
-        let delay = if ms.is_finite() && ms > 0.0 {
-            Duration::from_secs_f64(ms / 1000.0).min(MAX_TIMER)
-        } else {
-            Duration::ZERO
+    /// `payload` is the JSON text of the task's payload (the prelude stringifies it).
+    fn start_task<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        name: String,
+        payload: &str,
+        delay_ms: f64,
+        idempotency_key: Option<String>,
+    ) -> rquickjs::Result<Promise<'js>> {
+        let payload = serde_json::from_str(payload)
+            .map_err(|e| Exception::throw_type(ctx, &format!("task payload: {e}")))?;
+        let request = TaskRequest {
+            integration: self.integration.clone(),
+            name,
+            payload,
+            delay: millis_to_duration(delay_ms, MAX_TASK_DELAY),
+            idempotency_key,
         };
+        let pending = self.host.start_task(request);
+        self.start(ctx, pending.map(Outcome::Task).boxed_local())
+    }
+
+    fn sleep<'js>(&self, ctx: &Ctx<'js>, ms: f64) -> rquickjs::Result<Promise<'js>> {
+        let delay = millis_to_duration(ms, MAX_TIMER);
         self.start(
             ctx,
             tokio::time::sleep(delay)
@@ -312,7 +343,15 @@ impl HostState {
     }
 }
 
-/// Reads the prelude's `{ method, url, headers: [[name, value]], body }`.
+/// A JavaScript delay in milliseconds, capped; anything not positive and finite is none.
+fn millis_to_duration(ms: f64, max: Duration) -> Duration {
+    if ms.is_finite() && ms > 0.0 {
+        Duration::from_secs_f64(ms / 1000.0).min(max)
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// The identity a connector call means, from its scope name and id.
 fn identity_scope(ctx: &Ctx<'_>, scope: &str, id: String) -> rquickjs::Result<IdentityScope> {
     match scope {
@@ -325,6 +364,7 @@ fn identity_scope(ctx: &Ctx<'_>, scope: &str, id: String) -> rquickjs::Result<Id
     }
 }
 
+/// Reads the prelude's `{ method, url, headers: [[name, value]], body }`.
 fn fetch_request_from_js(request: &Object<'_>) -> rquickjs::Result<FetchRequest> {
     let method: String = request.get("method")?;
     let url: String = request.get("url")?;

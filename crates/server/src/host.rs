@@ -1,5 +1,5 @@
-//! What integration code can reach outside its sandbox: connector credentials and outbound
-//! HTTP, plain or authenticated.
+//! What integration code can reach outside its sandbox: connector credentials, outbound
+//! HTTP (plain or authenticated), and the job queue for background tasks.
 //!
 //! The sandbox awaits these futures on its own threads, so each call is spawned onto the
 //! server's runtime and the sandbox awaits only the join handle.
@@ -9,13 +9,16 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use splice_domain::{Connector, IdentityStatus, InstallId, IntegrationId, TenantId};
-use splice_sandbox::{FetchRequest, FetchResponse, Host, HostError, IdentityScope, TokenRequest};
+use splice_sandbox::{
+    FetchRequest, FetchResponse, Host, HostError, IdentityScope, TaskRequest, TokenRequest,
+};
 use splice_store::Store;
 use tokio::runtime::Handle;
 
 use crate::credentials::{Credentials, Mode};
 use crate::outbound::{Outbound, Principal, host_error};
 use crate::programs::ProgramCache;
+use crate::worker::{self, JobSignals, NewTask};
 
 pub struct SpliceHost {
     inner: Arc<Inner>,
@@ -27,6 +30,7 @@ struct Inner {
     programs: ProgramCache,
     credentials: Credentials,
     outbound: Outbound,
+    jobs: Arc<JobSignals>,
 }
 
 impl SpliceHost {
@@ -36,12 +40,14 @@ impl SpliceHost {
         programs: ProgramCache,
         credentials: Credentials,
         outbound: Outbound,
+        jobs: Arc<JobSignals>,
     ) -> Self {
         let inner = Arc::new(Inner {
             store,
             programs,
             credentials,
             outbound,
+            jobs,
         });
         Self {
             inner,
@@ -95,9 +101,36 @@ impl Host for SpliceHost {
             }
         })
     }
+
+    fn start_task(&self, request: TaskRequest) -> BoxFuture<'static, Result<String, HostError>> {
+        let inner = self.inner.clone();
+        self.spawn(async move { inner.start_task(request).await })
+    }
 }
 
 impl Inner {
+    async fn start_task(&self, request: TaskRequest) -> Result<String, HostError> {
+        worker::check_task_name(&request.name).map_err(|e| host_error("invalid_task", e))?;
+        let integration = IntegrationId::parse(&request.integration)
+            .map_err(|e| host_error("internal", e.to_string()))?;
+        let delay = i64::try_from(request.delay.as_millis()).unwrap_or(i64::MAX);
+        let task = NewTask {
+            integration,
+            name: request.name,
+            payload: request.payload,
+            run_at: splice_domain::now_millis().saturating_add(delay),
+            max_attempts: worker::DEFAULT_TASK_ATTEMPTS,
+            idempotency_key: request.idempotency_key,
+        };
+        let job = worker::enqueue_task(self.store.as_ref(), &self.jobs, task)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "queueing a task failed");
+                host_error("internal", "queueing the task failed")
+            })?;
+        Ok(job.id)
+    }
+
     /// The connector a name in code means, and whose credentials to use: the install's
     /// identity, the tenant's, or (client credentials) the connector's own.
     async fn resolve(

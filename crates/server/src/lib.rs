@@ -82,10 +82,8 @@ pub struct Inner {
     pub public_url: Url,
     pub admin_key_hash: String,
     pub session_ttl: Duration,
-    /// Wakes a local worker when a job is enqueued (here, or on another node).
-    pub jobs_ready: tokio::sync::Notify,
-    /// Asks the announcer to tell the other nodes that jobs were enqueued.
-    pub(crate) announce: tokio::sync::Notify,
+    /// Wakes workers when jobs are enqueued.
+    pub jobs: Arc<worker::JobSignals>,
     pub task_wall: Duration,
     pub task_retention: Duration,
     pub queue_poll: Duration,
@@ -114,11 +112,13 @@ impl AppState {
         spawn_sweep(tokens.clone(), config.sweep_interval);
         let outbound = outbound::Outbound::new(http, tokens.clone(), credentials.clone());
         let programs = programs::ProgramCache::default();
+        let jobs = Arc::new(worker::JobSignals::default());
         let host = host::SpliceHost::new(
             store.clone(),
             programs.clone(),
             credentials.clone(),
             outbound.clone(),
+            jobs.clone(),
         );
         let engine = Arc::new(Engine::new(config.sandbox.clone(), Arc::new(host)));
         let recorder = recorder::Recorder::start(store.clone());
@@ -134,8 +134,7 @@ impl AppState {
             public_url: config.public_url.clone(),
             admin_key_hash: config.admin_key_hash.clone(),
             session_ttl: config.session_ttl,
-            jobs_ready: tokio::sync::Notify::new(),
-            announce: tokio::sync::Notify::new(),
+            jobs,
             task_wall: config.task_wall,
             task_retention: config.task_retention,
             queue_poll: config.queue_poll,
@@ -147,11 +146,9 @@ impl AppState {
         state
     }
 
-    /// Wakes workers after jobs were committed: one here at once, and those of other nodes
-    /// through the announcer (which coalesces a burst into a few announcements).
+    /// Wakes workers after jobs were committed (see [`worker::JobSignals::enqueued`]).
     pub fn jobs_enqueued(&self) {
-        self.jobs_ready.notify_one();
-        self.announce.notify_one();
+        self.jobs.enqueued();
     }
 
     /// The one redirect URI to register with every provider.

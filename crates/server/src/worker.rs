@@ -40,6 +40,62 @@ const RETRY_BASE: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
+/// A background task to queue, from the API or from integration code.
+pub struct NewTask {
+    pub integration: IntegrationId,
+    pub name: String,
+    pub payload: Value,
+    pub run_at: splice_domain::Millis,
+    pub max_attempts: u32,
+    /// Starting the same task twice with one key queues it once.
+    pub idempotency_key: Option<String>,
+}
+
+/// Attempts of a task unless its starter says otherwise.
+pub const DEFAULT_TASK_ATTEMPTS: u32 = 3;
+
+/// Task names are 1-128 characters.
+pub fn check_task_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 128 {
+        return Err("task names are 1-128 characters");
+    }
+    Ok(())
+}
+
+/// Queues a task (once per idempotency key) and wakes the workers.
+pub async fn enqueue_task(
+    store: &dyn splice_store::Store,
+    signals: &JobSignals,
+    task: NewTask,
+) -> Result<Job, splice_store::StoreError> {
+    let id = task.integration;
+    let payload = json!({"integration": id, "task": task.name, "payload": task.payload});
+    let mut job = NewJob::new(TASK_JOB, payload, task.run_at);
+    job.partition = Some(id.to_string());
+    job.max_attempts = task.max_attempts;
+    job.idempotency_key = task.idempotency_key.map(|key| format!("task:{id}:{key}"));
+    let (stored, _) = store.enqueue_job(&job, now_millis()).await?;
+    signals.enqueued();
+    Ok(stored)
+}
+
+/// Wakes workers when jobs are enqueued: here through `ready`, on other nodes through the
+/// announcer.
+#[derive(Default)]
+pub struct JobSignals {
+    ready: tokio::sync::Notify,
+    announce: tokio::sync::Notify,
+}
+
+impl JobSignals {
+    /// Jobs were committed: wake one local worker at once, and have the announcer tell the
+    /// other nodes (it coalesces a burst into a few announcements).
+    pub fn enqueued(&self) {
+        self.ready.notify_one();
+        self.announce.notify_one();
+    }
+}
+
 /// Where the store can announce jobs to other nodes, listens for their announcements (waking
 /// every idle local worker) and sends ours.
 pub fn spawn_announcements(state: AppState) {
@@ -55,7 +111,7 @@ pub fn spawn_announcements(state: AppState) {
         let announcer = state.clone();
         tokio::spawn(async move {
             loop {
-                announcer.announce.notified().await;
+                announcer.jobs.announce.notified().await;
                 if let Err(err) = announcer.store.announce_jobs().await {
                     tracing::warn!(error = %err, "announcing jobs failed");
                 }
@@ -63,7 +119,7 @@ pub fn spawn_announcements(state: AppState) {
         });
         loop {
             match listener.next().await {
-                Ok(()) => state.jobs_ready.notify_waiters(),
+                Ok(()) => state.jobs.ready.notify_waiters(),
                 Err(err) => {
                     tracing::warn!(error = %err, "job announcements lost; reconnecting");
                     tokio::time::sleep(IDLE_POLL).await;
@@ -111,7 +167,7 @@ async fn run_worker(state: AppState, worker: String, purges: bool) {
             purge(&state).await;
         }
         // Woken by a local enqueue, or look again after a short while.
-        let _ = tokio::time::timeout(state.queue_poll, state.jobs_ready.notified()).await;
+        let _ = tokio::time::timeout(state.queue_poll, state.jobs.ready.notified()).await;
     }
 }
 
@@ -199,7 +255,14 @@ async fn run_task(state: &AppState, job: &Job) -> Result<Value, Failure> {
         body: job.payload["payload"].to_string().into(),
         ..Request::default()
     };
-    let response = invoke(state, &job.payload["integration"], request, None).await?;
+    let response = invoke(
+        state,
+        &job.payload["integration"],
+        request,
+        None,
+        Unhandled::Record,
+    )
+    .await?;
     if !(200..300).contains(&response.status) {
         // The handler is missing: retrying the same code cannot help.
         return Err(Failure::final_(
@@ -272,34 +335,86 @@ async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
             routed.push(install.id.to_string());
         }
     }
-    if routed.is_empty() {
-        tracing::info!(connector.id = %connector, event = %job.payload["type"], "webhook matched no install; dropped");
+    if !routed.is_empty() {
+        state.jobs_enqueued();
+        return Ok(json!({ "installs": routed }));
+    }
+
+    // No install matched: integrations using the connector may handle it as unmatched.
+    let mut unmatched = Vec::new();
+    for integration in state.store.list_integrations().await.map_err(store_error)? {
+        let Some(name) = integration
+            .connectors
+            .iter()
+            .find(|(_, id)| **id == connector)
+            .map(|(name, _)| name.clone())
+        else {
+            continue;
+        };
+        let payload = json!({
+            "integration": integration.id,
+            "install": null,
+            "unmatched": true,
+            "name": name,
+            "type": job.payload["type"],
+            "event": job.payload["event"],
+        });
+        let mut event = NewJob::new(EVENT_JOB, payload, now_millis());
+        event.partition = Some(integration.id.to_string());
+        event.idempotency_key = Some(format!("event:{}:{}", job.id, integration.id));
+        state
+            .store
+            .enqueue_job(&event, now_millis())
+            .await
+            .map_err(store_error)?;
+        unmatched.push(integration.id.to_string());
+    }
+    if unmatched.is_empty() {
+        tracing::info!(connector.id = %connector, event = %job.payload["type"], "webhook matched no install or integration; dropped");
     } else {
         state.jobs_enqueued();
     }
-    Ok(json!({ "installs": routed }))
+    Ok(json!({ "installs": routed, "unmatched": unmatched }))
 }
 
 /// Runs an install's event handler for one provider event.
+///
+/// An event no install matched runs the integration's `unmatched` handler, without an install.
 async fn run_event(state: &AppState, job: &Job) -> Result<Value, Failure> {
-    let install = job.payload["install"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let install = job.payload["install"].as_str().map(str::to_owned);
     let path = format!(
         "{}:{}",
         job.payload["name"].as_str().unwrap_or_default(),
         job.payload["type"].as_str().unwrap_or_default()
     );
+    let mut headers: Vec<(String, String)> = install
+        .iter()
+        .map(|i| ("x-splice-install".to_owned(), i.clone()))
+        .collect();
+    if job.payload["unmatched"] == true {
+        headers.push(("x-splice-unmatched".into(), "1".into()));
+    }
     let request = Request {
         kind: RequestKind::Event,
         method: "EVENT".into(),
         path,
-        headers: vec![("x-splice-install".into(), install.clone())],
+        headers,
         body: job.payload["event"].to_string().into(),
         ..Request::default()
     };
-    let response = invoke(state, &job.payload["integration"], request, Some(install)).await?;
+    let unhandled = if job.payload["unmatched"] == true {
+        Unhandled::Quiet
+    } else {
+        Unhandled::Record
+    };
+    let response = invoke(
+        state,
+        &job.payload["integration"],
+        request,
+        install,
+        unhandled,
+    )
+    .await?;
     // No handler for this event type: nothing to do, nothing to retry.
     Ok(json!({ "handled": response.status != 404 }))
 }
@@ -321,8 +436,23 @@ async fn run_cron(state: &AppState, job: &Job) -> Result<Value, Failure> {
         body: json!({ "slot": job.payload["slot"] }).to_string().into(),
         ..Request::default()
     };
-    let response = invoke(state, &job.payload["integration"], request, install).await?;
+    let response = invoke(
+        state,
+        &job.payload["integration"],
+        request,
+        install,
+        Unhandled::Record,
+    )
+    .await?;
     Ok(json!({ "handled": response.status != 404 }))
+}
+
+/// Whether a run that found no handler (404) goes into the invocation log.
+#[derive(PartialEq)]
+enum Unhandled {
+    Record,
+    /// For events no install matched: most integrations declare no handler for those.
+    Quiet,
 }
 
 /// Runs a background invocation with the task limits and records it in the invocation log.
@@ -331,6 +461,7 @@ async fn invoke(
     integration: &Value,
     request: Request,
     install: Option<String>,
+    unhandled: Unhandled,
 ) -> Result<splice_sandbox::Response, Failure> {
     let id = IntegrationId::parse(integration.as_str().unwrap_or_default())
         .map_err(|e| Failure::final_(e.to_string()))?;
@@ -360,6 +491,9 @@ async fn invoke(
             }),
         ),
     };
+    if status == 404 && unhandled == Unhandled::Quiet {
+        return outcome;
+    }
     state.recorder.record(InvocationRecord {
         integration: id,
         install,

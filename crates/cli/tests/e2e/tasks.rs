@@ -149,3 +149,71 @@ fn time_from_now(ms: i64) -> (String, i64) {
         .expect("format a time");
     (text, (at.unix_timestamp_nanos() / 1_000_000) as i64)
 }
+
+const STARTER_JS: &str = r#"import { Integration } from "splice";
+const integration = new Integration();
+integration.router.post("/imports", async (ctx) => {
+  const options = { idempotencyKey: ctx.query.key, delayMs: Number(ctx.query.delay ?? 0) };
+  const started = await integration.task.start("import", ctx.request.body, options);
+  ctx.status = 202;
+  ctx.body = { task: started.id, at: Date.now() };
+});
+integration.router.post("/bad", async (ctx) => {
+  try {
+    await integration.task.start("", {});
+  } catch (e) {
+    ctx.body = { error: String(e.message) };
+  }
+});
+integration.task.on("import", async (ctx) => ({ rows: ctx.payload.rows * 10, at: Date.now() }));
+export default integration;
+"#;
+
+/// A route hands work to a task from code: the task runs with the payload, once per
+/// idempotency key, not before its delay.
+#[tokio::test]
+async fn routes_start_tasks_from_code() {
+    let app = TestApp::start().await;
+    deploy(&app, "starter", STARTER_JS, json!({})).await;
+
+    let route = "/v1/integrations/starter/api/imports";
+    let (status, answer) = app
+        .post(&format!("{route}?key=a"), &json!({"rows": 4}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = str_field(&answer, "task").to_owned();
+    assert!(id.starts_with("job_"), "{answer}");
+    let done = settled(&app, &app.url(&format!("/v1/tasks/{id}"))).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["task"], "import", "{done}");
+    assert_eq!(done["result"]["rows"], 40, "{done}");
+
+    // The same key queues the same task once.
+    let (_, again) = app
+        .post(&format!("{route}?key=a"), &json!({"rows": 5}))
+        .await;
+    assert_eq!(str_field(&again, "task"), id, "{again}");
+
+    // A delay holds the start back.
+    let (_, delayed) = app
+        .post(&format!("{route}?delay=1200"), &json!({"rows": 1}))
+        .await;
+    let started_at = delayed["at"].as_i64().unwrap_or_default();
+    let path = format!("/v1/tasks/{}", str_field(&delayed, "task"));
+    let done = settled(&app, &app.url(&path)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let ran_at = done["result"]["at"].as_i64().unwrap_or_default();
+    assert!(
+        ran_at >= started_at + 1200,
+        "ran at {ran_at}, started at {started_at}"
+    );
+
+    // Bad arguments throw in the integration's code.
+    let (_, bad) = app
+        .post("/v1/integrations/starter/api/bad", &json!({}))
+        .await;
+    assert_eq!(
+        bad["error"], "task name must be a non-empty string",
+        "{bad}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Provider webhooks end to end: verified on the raw bytes, acknowledged once per delivery, and
 //! routed to the event handler of every install — across integrations — whose identity
-//! carries the event's provider account, and of no other.
+//! carries the event's provider account, and of no other; an event no install matches goes to
+//! the integrations' handlers for unmatched events.
 
 use std::time::Duration;
 
@@ -51,6 +52,15 @@ export default integration;
 "#
     )
 }
+
+/// Handles only events that matched no install, under another name for the connector.
+const UNMATCHED_JS: &str = r#"import { Integration } from "splice";
+const integration = new Integration();
+integration.event.unmatched("talk:*", async (ctx) => {
+  console.log("unmatched", ctx.event.event.text, "install", ctx.install, "type", ctx.type);
+});
+export default integration;
+"#;
 
 fn slack_signature(timestamp: &str, body: &str) -> String {
     let mut mac =
@@ -151,6 +161,7 @@ async fn a_verified_webhook_reaches_every_matching_install_once() {
     for name in ["alpha", "beta", "gamma"] {
         deploy(&app, name, &handler_js(name), json!({ "chat": "chat" })).await;
     }
+    deploy(&app, "delta", UNMATCHED_JS, json!({ "talk": "chat" })).await;
     // Team T0001 installs two integrations (one identity, reused); team T0002 installs a third.
     let alpha = install(&app, "alpha", "acme", "T0001").await;
     let beta = install(&app, "beta", "acme", "T0001").await;
@@ -217,6 +228,39 @@ async fn a_verified_webhook_reaches_every_matching_install_once() {
     let (status, text) = post_webhook(&app, &next, None).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(event_runs(&app, "alpha", 2).await.len(), 2);
+
+    // An event from a team nobody installed for goes to the handlers declared for unmatched
+    // events, without an install; integrations that declare none run nothing.
+    let stray = event
+        .replace("T0001", "T0404")
+        .replace("Ev0001", "Ev0404")
+        .replace("hello", "anyone?");
+    let (status, text) = post_webhook(&app, &stray, None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let runs = event_runs(&app, "delta", 1).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["install"], Value::Null, "{runs:?}");
+    assert_eq!(runs[0]["path"], "/talk:message", "{runs:?}");
+    assert!(
+        runs[0]["logs"]
+            .to_string()
+            .contains("unmatched anyone? install null"),
+        "{runs:?}"
+    );
+    let (_, jobs) = app.get("/v1/jobs?kind=webhook.event").await;
+    let routed = items(&jobs)
+        .iter()
+        .find(|j| j["result"]["unmatched"].is_array())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(routed["result"]["installs"], json!([]), "{jobs}");
+    let mut unmatched: Vec<String> =
+        serde_json::from_value(routed["result"]["unmatched"].clone()).expect("integration ids");
+    unmatched.sort();
+    assert_eq!(unmatched, ["alpha", "beta", "delta", "gamma"], "{jobs}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(event_runs(&app, "alpha", 3).await.len(), 2);
+    assert!(event_runs(&app, "gamma", 0).await.is_empty());
 
     assert!(
         !app.logs().contains(SIGNING_SECRET),

@@ -636,26 +636,56 @@ class Tasks {
 }
 
 /**
+ * Background task handlers, and starting tasks from code:
+ * `await integration.task.start("import", { page: 1 }, { delayMs: 60000, idempotencyKey })`
+ * queues a run of this integration's `import` handler and resolves to `{ id }`.
+ */
+class TaskQueue extends Tasks {
+  async start(name, payload = null, options = {}) {
+    if (typeof name !== "string" || name === "") throw new TypeError("task name must be a non-empty string");
+    const json = JSON.stringify(payload === undefined ? null : payload);
+    if (json === undefined) throw new TypeError("task payload must be JSON");
+    const delay = options.delayMs ?? 0;
+    if (typeof delay !== "number" || !(delay >= 0)) throw new TypeError("delayMs must be a number ≥ 0");
+    const key = options.idempotencyKey;
+    if (key !== undefined && (typeof key !== "string" || key === "")) {
+      throw new TypeError("idempotencyKey must be a non-empty string");
+    }
+    try {
+      return { id: await host.startTask(name, json, delay, key) };
+    } catch (e) {
+      throw hostError(e);
+    }
+  }
+}
+
+/**
  * Provider event handlers: `integration.event.on("slack:message", handler)`. A pattern is
  * `<connector name>:<event type>`, where the type may end in `*` (`"github:issues.*"`, or
  * `"slack:*"`); the most specific match wins.
  */
 class Events {
   #handlers = [];
+  #unmatched = [];
 
   on(pattern, handler) {
-    if (typeof pattern !== "string" || !pattern.includes(":")) {
-      throw new TypeError("event pattern must look like \"<connector>:<event type>\"");
-    }
-    if (typeof handler !== "function") throw new TypeError("event handler must be a function");
-    this.#handlers.push([pattern, handler]);
+    this.#handlers.push(checkEventHandler(pattern, handler));
     return this;
   }
 
-  [ROUTE](name) {
+  /**
+   * Handlers for events that matched no install (no install's identity carries the event's
+   * provider account): `integration.event.unmatched("slack:*", handler)`; `ctx.install` is null.
+   */
+  unmatched(pattern, handler) {
+    this.#unmatched.push(checkEventHandler(pattern, handler));
+    return this;
+  }
+
+  [ROUTE](name, unmatched = false) {
     let best = null;
     let bestLength = -1;
-    for (const [pattern, handler] of this.#handlers) {
+    for (const [pattern, handler] of unmatched ? this.#unmatched : this.#handlers) {
       const exact = pattern === name;
       const prefix = pattern.endsWith("*") && name.startsWith(pattern.slice(0, -1));
       const length = exact ? Infinity : pattern.length;
@@ -668,6 +698,14 @@ class Events {
   }
 }
 
+function checkEventHandler(pattern, handler) {
+  if (typeof pattern !== "string" || !pattern.includes(":")) {
+    throw new TypeError("event pattern must look like \"<connector>:<event type>\"");
+  }
+  if (typeof handler !== "function") throw new TypeError("event handler must be a function");
+  return [pattern, handler];
+}
+
 /** Schedule handlers, by the schedule's name declared at deploy: `integration.cron.on(…)`. */
 class Crons extends Tasks {}
 
@@ -675,7 +713,7 @@ class Crons extends Tasks {}
 export class Integration {
   constructor() {
     this.router = new Router();
-    this.task = new Tasks();
+    this.task = new TaskQueue();
     this.event = new Events();
     this.cron = new Crons();
     this.tenant = Object.freeze({
@@ -701,13 +739,17 @@ async function runTask(integration, raw) {
   return { status: 200, headers: [["content-type", "application/json"]], body };
 }
 
-/** Runs the handler matching a provider event, with `ctx.event` and `ctx.install`. */
+/**
+ * Runs the handler matching a provider event, with `ctx.event` and `ctx.install` — or, for an
+ * event no install matched, the matching `unmatched` handler with `ctx.install` null.
+ */
 async function runEvent(integration, raw) {
-  const handler = integration.event[ROUTE](raw.path);
+  const ctx = new Context(raw, {});
+  const unmatched = ctx.request.get("x-splice-unmatched") === "1";
+  const handler = integration.event[ROUTE](raw.path, unmatched);
   if (handler === null) {
     return errorResponse(404, "event_not_handled", `no event handler matches ${raw.path}`);
   }
-  const ctx = new Context(raw, {});
   const split = raw.path.indexOf(":");
   ctx.connector = raw.path.slice(0, split);
   ctx.type = raw.path.slice(split + 1);

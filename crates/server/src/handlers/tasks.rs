@@ -8,16 +8,15 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use splice_domain::{now_millis, parse_rfc3339, rfc3339};
-use splice_store::{Job, JobQuery, JobStatus, NewJob};
+use splice_store::{Job, JobQuery, JobStatus};
 
 use super::integration_id;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryPairs};
 use crate::views;
-use crate::worker::TASK_JOB;
+use crate::worker::{DEFAULT_TASK_ATTEMPTS, NewTask, check_task_name, enqueue_task};
 
-const DEFAULT_ATTEMPTS: u32 = 3;
 const MAX_ATTEMPTS: u32 = 10;
 
 #[derive(Deserialize)]
@@ -42,9 +41,7 @@ pub async fn start_task(
     if state.store.get_integration(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("integration {id}")));
     }
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::invalid("task names are 1-128 characters"));
-    }
+    check_task_name(&name).map_err(ApiError::invalid)?;
     let now = now_millis();
     let run_at = match &body.not_before {
         Some(raw) => parse_rfc3339(raw)
@@ -52,23 +49,21 @@ pub async fn start_task(
             .max(now),
         None => now,
     };
-    let max_attempts = body.max_attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    let max_attempts = body.max_attempts.unwrap_or(DEFAULT_TASK_ATTEMPTS);
     if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
         return Err(ApiError::invalid(format!(
             "max_attempts must be 1-{MAX_ATTEMPTS}"
         )));
     }
-
-    let mut job = NewJob::new(
-        TASK_JOB,
-        json!({"integration": id, "task": name, "payload": body.payload}),
+    let task = NewTask {
+        integration: id,
+        name,
+        payload: body.payload,
         run_at,
-    );
-    job.partition = Some(id.to_string());
-    job.max_attempts = max_attempts;
-    job.idempotency_key = body.idempotency_key.map(|key| format!("task:{id}:{key}"));
-    let (stored, _) = state.store.enqueue_job(&job, now).await?;
-    state.jobs_enqueued();
+        max_attempts,
+        idempotency_key: body.idempotency_key,
+    };
+    let stored = enqueue_task(state.store.as_ref(), &state.jobs, task).await?;
     Ok((StatusCode::ACCEPTED, Json(job_view(&state, &stored))))
 }
 
