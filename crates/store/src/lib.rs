@@ -10,8 +10,8 @@ use async_trait::async_trait;
 
 use splice_domain::{
     AuthState, Connector, ConnectorId, Event, Identity, IdentityId, Install, InstallId,
-    Integration, IntegrationId, InvocationRecord, Millis, Session, SessionId, TagFilter, TenantId,
-    TokenSet, Webhook,
+    Integration, IntegrationId, InvocationRecord, Millis, Secret, Session, SessionId, TagFilter,
+    TenantId, TokenSet, Webhook,
 };
 
 mod sql;
@@ -71,6 +71,17 @@ pub trait ConnectorStore: Send + Sync {
     ) -> Result<()>;
     /// Deletes a connector and, by cascade, its identities. False when it did not exist.
     async fn delete_connector(&self, id: &ConnectorId) -> Result<bool>;
+    /// Stores the secret a provider issued for one of the connector's webhooks (Asana's
+    /// handshake). The first secret of a hook stays: false, and nothing written, when the
+    /// hook already has one.
+    async fn add_hook_secret(
+        &self,
+        connector: &ConnectorId,
+        hook: &str,
+        secret: &Secret,
+        now: Millis,
+    ) -> Result<bool>;
+    async fn hook_secret(&self, connector: &ConnectorId, hook: &str) -> Result<Option<Secret>>;
 }
 
 #[async_trait]

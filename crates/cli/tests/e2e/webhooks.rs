@@ -267,3 +267,89 @@ async fn a_verified_webhook_reaches_every_matching_install_once() {
         "the signing secret reached the log"
     );
 }
+
+/// Asana issues a secret per webhook in an unsigned handshake: Splice echoes it, keeps the
+/// first one per hook (sealed), refuses to replace it, and checks later deliveries with it.
+#[tokio::test]
+async fn asana_hook_secrets_are_kept_from_the_handshake_and_checked() {
+    let app = TestApp::start().await;
+    let connector = json!({
+        "id": "asana", "provider": "asana",
+        "config": {
+            "client_id": "1201234567890", "client_secret": "asana-client-secret",
+            "webhook": { "provider": "asana" },
+        },
+    });
+    let (status, created) = app.post("/v1/connectors", &connector).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let post = |path: &str, headers: Vec<(&'static str, String)>, body: &str| {
+        let mut request = app
+            .request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request
+    };
+    let hook_secret = format!("{}{}", random_hex(32), random_hex(32));
+    let path = "/v1/connectors/asana/webhook?hook=project-1201";
+
+    // The handshake is answered with the secret echoed, and the secret is stored.
+    let handshake = post(path, vec![("x-hook-secret", hook_secret.clone())], "");
+    let answer = app.send(handshake).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let echoed = answer
+        .headers
+        .get("x-hook-secret")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(echoed, Some(hook_secret.as_str()));
+
+    // Replaying the unsigned handshake cannot swap the secret.
+    let impostor = post(path, vec![("x-hook-secret", "impostor".into())], "");
+    let answer = app.send(impostor).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.text);
+
+    let body = json!({"events": [{"action": "changed", "resource": {"gid": "1202", "resource_type": "task"}, "user": {"gid": "42"}}]}).to_string();
+    let sign = |secret: &str| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(body.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let signed = post(path, vec![("x-hook-signature", sign(&hook_secret))], &body);
+    let answer = app.send(signed).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(
+        answer.text.contains("\"duplicate\":false"),
+        "{}",
+        answer.text
+    );
+
+    let forged = post(path, vec![("x-hook-signature", sign("impostor"))], &body);
+    let answer = app.send(forged).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text);
+    assert_eq!(answer.json()["error"]["code"], "signature_mismatch");
+
+    let other_hook = "/v1/connectors/asana/webhook?hook=project-9999";
+    let unknown = post(
+        other_hook,
+        vec![("x-hook-signature", sign(&hook_secret))],
+        &body,
+    );
+    let answer = app.send(unknown).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text);
+    assert_eq!(answer.json()["error"]["code"], "unknown_hook");
+
+    let bad_hook = "/v1/connectors/asana/webhook?hook=no%20spaces";
+    let answer = app
+        .send(post(bad_hook, vec![("x-hook-secret", "s".into())], ""))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+
+    let (_, shown) = app.get("/v1/connectors/asana").await;
+    assert!(!shown.to_string().contains(&hook_secret), "{shown}");
+    assert!(
+        !app.logs().contains(&hook_secret),
+        "the hook secret reached the log"
+    );
+}

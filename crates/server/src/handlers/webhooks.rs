@@ -2,6 +2,10 @@
 //! the raw bytes before anything else; handshakes are answered; the event is committed to the
 //! queue (once per provider delivery id) and the provider gets its 2xx at once. Routing to
 //! installs and running handlers happen on the queue (see `worker`).
+//!
+//! Asana issues a secret per webhook in its handshake: it is stored (sealed) under the hook
+//! named by `?hook=` on the first handshake, and a second handshake for the same hook is
+//! refused, so nobody can replace it by replaying the unsigned handshake.
 
 use std::str::FromStr;
 use std::time::SystemTime;
@@ -11,7 +15,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use splice_domain::{Connector, ConnectorConfig, now_millis};
+use splice_domain::{Connector, ConnectorConfig, Secret, now_millis};
 use splice_store::NewJob;
 use splice_webhooks::{HandshakeOrder, HandshakeReply, ProviderKind, Scheme, WebhookRequest};
 
@@ -20,11 +24,31 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::worker::WEBHOOK_JOB;
 
-/// How a connector's webhooks are read: the provider's format, its scheme, and the secret.
+/// How a connector's webhooks are read: the provider's format, its scheme, and the secret
+/// (none for providers that issue one per hook at registration: Asana).
 struct Verifier {
     kind: ProviderKind,
     scheme: Scheme,
-    secret: Vec<u8>,
+    secret: Option<Vec<u8>>,
+}
+
+/// Names a hook of a connector (`?hook=`), for providers that issue a secret per hook.
+const DEFAULT_HOOK: &str = "default";
+
+fn hook_name(request: &WebhookRequest<'_>) -> ApiResult<String> {
+    let hook = request
+        .query_param("hook")
+        .unwrap_or_else(|| DEFAULT_HOOK.to_owned());
+    let valid = (1..=64).contains(&hook.len())
+        && hook
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !valid {
+        return Err(ApiError::invalid(
+            "hook must be 1-64 letters, digits, '.', '_' or '-'",
+        ));
+    }
+    Ok(hook)
 }
 
 fn verifier(connector: &Connector) -> ApiResult<Verifier> {
@@ -51,10 +75,10 @@ fn verifier(connector: &Connector) -> ApiResult<Verifier> {
     let secret = webhook
         .secret
         .as_ref()
-        .ok_or_else(not_configured)?
-        .expose()
-        .as_bytes()
-        .to_vec();
+        .map(|s| s.expose().as_bytes().to_vec());
+    if secret.is_none() && kind != ProviderKind::Asana {
+        return Err(not_configured());
+    }
     Ok(Verifier {
         kind,
         scheme,
@@ -88,23 +112,51 @@ pub async fn receive_webhook(
     let request = WebhookRequest::new("POST", &target, &pairs, &body);
 
     // Unsigned handshakes (Microsoft Graph, Asana) come before verification.
+    let configured = verifier.secret.as_deref().unwrap_or_default();
     if verifier.kind.handshake_order() == HandshakeOrder::BeforeVerification
-        && let Some(reply) = splice_webhooks::handshake(verifier.kind, &request, &verifier.secret)
+        && let Some(reply) = splice_webhooks::handshake(verifier.kind, &request, configured)
     {
+        if let Some(secret) = &reply.secret_to_store {
+            let hook = hook_name(&request)?;
+            let secret = Secret::new(secret.clone());
+            if !state
+                .store
+                .add_hook_secret(&id, &hook, &secret, now_millis())
+                .await?
+            {
+                tracing::warn!(connector.id = %id, hook, "hook secret offered again; refused");
+                return Err(ApiError::conflict(format!(
+                    "hook {hook:?} of connector {id} already has a secret; register the webhook \
+                     with another ?hook= name"
+                )));
+            }
+            tracing::info!(connector.id = %id, hook, "hook secret stored");
+        }
         return Ok(handshake_response(reply));
     }
-    splice_webhooks::verify(
-        &verifier.scheme,
-        &verifier.secret,
-        &request,
-        SystemTime::now(),
-    )
-    .map_err(|e| {
-        tracing::warn!(connector.id = %id, error = e.code(), "webhook signature rejected");
-        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
-    })?;
+    let secret = match verifier.secret {
+        Some(secret) => secret,
+        None => {
+            let hook = hook_name(&request)?;
+            let stored = state.store.hook_secret(&id, &hook).await?;
+            let unknown = || {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unknown_hook",
+                    format!("no secret was issued for hook {hook:?} of this connector"),
+                )
+            };
+            stored.ok_or_else(unknown)?.expose().as_bytes().to_vec()
+        }
+    };
+    splice_webhooks::verify(&verifier.scheme, &secret, &request, SystemTime::now()).map_err(
+        |e| {
+            tracing::warn!(connector.id = %id, error = e.code(), "webhook signature rejected");
+            ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+        },
+    )?;
     if verifier.kind.handshake_order() == HandshakeOrder::AfterVerification
-        && let Some(reply) = splice_webhooks::handshake(verifier.kind, &request, &verifier.secret)
+        && let Some(reply) = splice_webhooks::handshake(verifier.kind, &request, &secret)
     {
         return Ok(handshake_response(reply));
     }
@@ -146,6 +198,5 @@ fn handshake_response(reply: HandshakeReply) -> Response {
             response.headers_mut().insert(name, value);
         }
     }
-    // TODO: store Asana's `secret_to_store` once connectors can register webhooks themselves.
     response
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use splice_domain::{
-    Connector, ConnectorConfig, ConnectorId, Event, OAuth2Config, ProviderConfig, Secret,
+    Connector, ConnectorConfig, ConnectorId, Event, Millis, OAuth2Config, ProviderConfig, Secret,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -12,6 +12,10 @@ use crate::{ConnectorStore, Result, StoreError};
 
 fn webhook_context(id: &ConnectorId) -> String {
     format!("connector:{id}:webhook_secret")
+}
+
+fn hook_context(id: &ConnectorId, hook: &str) -> String {
+    format!("connector:{id}:hook:{hook}")
 }
 
 fn secret_context(id: &ConnectorId) -> String {
@@ -203,5 +207,43 @@ impl ConnectorStore for SqlStore {
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_hook_secret(
+        &self,
+        connector: &ConnectorId,
+        hook: &str,
+        secret: &Secret,
+        now: Millis,
+    ) -> Result<bool> {
+        let sealed = self.seal(&hook_context(connector, hook), secret.expose().as_bytes());
+        let done = sqlx::query(
+            "INSERT INTO hook_secrets (connector_id, hook, secret, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (connector_id, hook) DO NOTHING",
+        )
+        .bind(connector.as_str())
+        .bind(hook)
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn hook_secret(&self, connector: &ConnectorId, hook: &str) -> Result<Option<Secret>> {
+        let row =
+            sqlx::query("SELECT secret FROM hook_secrets WHERE connector_id = $1 AND hook = $2")
+                .bind(connector.as_str())
+                .bind(hook)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let sealed: Vec<u8> = row.try_get("secret")?;
+        let plain = self.unseal(&hook_context(connector, hook), &sealed)?;
+        let text = String::from_utf8(plain)
+            .map_err(|_| StoreError::Corrupt("hook secret is not text".into()))?;
+        Ok(Some(Secret::new(text)))
     }
 }

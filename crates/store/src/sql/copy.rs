@@ -73,6 +73,9 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ("id", Text), ("url", Text), ("events", Text), ("secret", Bytes), ("tags", Text),
         ("created_at", Int), ("updated_at", Int), ("version", Int),
     ]),
+    ("hook_secrets", &[
+        ("connector_id", Text), ("hook", Text), ("secret", Bytes), ("created_at", Int),
+    ]),
     ("jobs", &[
         ("id", Text), ("kind", Text), ("partition_key", Text), ("payload", Text),
         ("idempotency_key", Text), ("status", Text), ("attempts", Int), ("max_attempts", Int),

@@ -105,6 +105,7 @@ storage_suite!(
     due_identities_are_expiring_or_stale_and_not_backing_off,
     events_list_newest_first_and_poll_after_a_cursor,
     connectors_can_be_flagged_misconfigured,
+    hook_secrets_are_sealed_and_the_first_one_stays,
     jobs_round_trip_with_payload_and_result,
     an_idempotency_key_returns_the_stored_job,
     jobs_wait_for_their_run_at_and_kind,
@@ -239,6 +240,52 @@ async fn connector_round_trips_with_its_secret(_db: &TestDb, store: SqlStore) {
 
     let err = store.create_connector(&created).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+async fn hook_secrets_are_sealed_and_the_first_one_stays(_db: &TestDb, store: SqlStore) {
+    use sqlx::Row;
+    let created = connector("asana", "client-secret-1");
+    store.create_connector(&created).await.unwrap();
+    let id = &created.id;
+    assert_eq!(store.hook_secret(id, "projects").await.unwrap(), None);
+
+    let first = Secret::new("b537207f20cbfa02357cf448134da559e8bd039bb0e0d4cd4d9d9b6f0a0d1ef2");
+    assert!(
+        store
+            .add_hook_secret(id, "projects", &first, 1_000)
+            .await
+            .unwrap()
+    );
+    let second = Secret::new("an-impostor-secret");
+    assert!(
+        !store
+            .add_hook_secret(id, "projects", &second, 2_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .add_hook_secret(id, "tasks", &second, 2_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.hook_secret(id, "projects").await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.hook_secret(id, "tasks").await.unwrap(), Some(second));
+
+    let row = sqlx::query("SELECT secret FROM hook_secrets WHERE hook = 'projects'")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    let raw: Vec<u8> = row.try_get("secret").unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains(first.expose()));
+
+    // Deleting the connector takes its hook secrets along.
+    assert!(store.delete_connector(id).await.unwrap());
+    store.create_connector(&created).await.unwrap();
+    assert_eq!(store.hook_secret(id, "projects").await.unwrap(), None);
 }
 
 async fn connector_update_checks_the_version(_db: &TestDb, store: SqlStore) {
