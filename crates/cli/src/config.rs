@@ -70,6 +70,9 @@ pub struct Config {
     /// How often idle workers look for jobs nobody announced, in milliseconds (a fallback:
     /// enqueues wake workers at once, on every node on PostgreSQL).
     pub queue_poll_ms: u64,
+    /// How long a claimed job stays with its worker without a heartbeat, in seconds; after a
+    /// crash its jobs run again once this has passed.
+    pub queue_lease_secs: u64,
     /// Wall-time limit of one background task run, in seconds.
     pub task_wall_secs: u64,
     /// How long finished jobs (task results, dead letters) are kept, in seconds.
@@ -101,6 +104,7 @@ impl Default for Config {
             sandbox_runtimes_per_integration: 4,
             queue_workers: 4,
             queue_poll_ms: 1000,
+            queue_lease_secs: 60,
             task_wall_secs: 900,
             task_retention_secs: 7 * 24 * 3600,
             providers_dir: None,
@@ -145,8 +149,11 @@ impl Config {
         {
             bail!("invalid configuration: database_url must start with sqlite:// or postgres://");
         }
-        if self.task_wall_secs == 0 || self.queue_poll_ms == 0 {
-            bail!("invalid configuration: task_wall_secs and queue_poll_ms must be at least 1");
+        if self.task_wall_secs == 0 || self.queue_poll_ms == 0 || self.queue_lease_secs < 3 {
+            bail!(
+                "invalid configuration: task_wall_secs and queue_poll_ms must be at least 1, \
+                 queue_lease_secs at least 3"
+            );
         }
         if self.sweep_interval_secs == 0 {
             bail!("invalid configuration: sweep_interval_secs must be at least 1");

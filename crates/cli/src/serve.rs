@@ -54,6 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sandbox: sandbox_config(&config),
         queue_workers: config.queue_workers,
         queue_poll: Duration::from_millis(config.queue_poll_ms),
+        queue_lease: Duration::from_secs(config.queue_lease_secs),
         task_wall: Duration::from_secs(config.task_wall_secs),
         task_retention: Duration::from_secs(config.task_retention_secs),
         catalog: Arc::new(

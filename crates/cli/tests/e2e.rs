@@ -9,8 +9,9 @@ mod support;
 
 mod e2e {
     mod api;
-    mod cluster;
+    pub mod cluster;
     mod connect;
+    mod durability;
     mod fixture;
     mod outbound;
     mod providers;

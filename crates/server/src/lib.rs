@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub queue_workers: usize,
     /// How often idle workers look for jobs nobody announced.
     pub queue_poll: Duration,
+    /// How long a claimed job stays with its worker without a heartbeat: after a crash, the
+    /// job runs again once this has passed.
+    pub queue_lease: Duration,
     /// Wall-time limit of one background task run.
     pub task_wall: Duration,
     /// How long finished jobs (task results, dead letters) are kept.
@@ -87,6 +90,7 @@ pub struct Inner {
     pub task_wall: Duration,
     pub task_retention: Duration,
     pub queue_poll: Duration,
+    pub queue_lease: Duration,
 }
 
 impl Deref for AppState {
@@ -138,6 +142,7 @@ impl AppState {
             task_wall: config.task_wall,
             task_retention: config.task_retention,
             queue_poll: config.queue_poll,
+            queue_lease: config.queue_lease,
         }));
         worker::spawn_workers(state.clone(), config.queue_workers);
         worker::spawn_announcements(state.clone());

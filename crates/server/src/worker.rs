@@ -34,7 +34,6 @@ const KINDS: &[&str] = &[TASK_JOB, WEBHOOK_JOB, EVENT_JOB, CRON_JOB, DELIVERY_JO
 const DELIVERY_ATTEMPTS: u32 = 8;
 /// The header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
 pub const SIGNATURE_HEADER: &str = "splice-signature";
-const LEASE: Duration = Duration::from_secs(60);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const RETRY_BASE: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
@@ -145,7 +144,7 @@ async fn run_worker(state: AppState, worker: String, purges: bool) {
             worker: &worker,
             kinds: KINDS,
             limit: 1,
-            lease: LEASE,
+            lease: state.queue_lease,
             max_running_per_partition: None,
             now: now_millis(),
         };
@@ -218,11 +217,12 @@ async fn run_job(state: &AppState, job: Job) {
 }
 
 async fn keep_alive(state: AppState, job: Job) {
-    let mut ticker = tokio::time::interval(LEASE / 3);
+    let lease = state.queue_lease;
+    let mut ticker = tokio::time::interval(lease / 3);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        match state.store.heartbeat_job(&job, LEASE, now_millis()).await {
+        match state.store.heartbeat_job(&job, lease, now_millis()).await {
             Ok(Some(_)) => {}
             Ok(None) => return,
             Err(err) => tracing::warn!(error = %err, "job heartbeat failed"),
@@ -255,14 +255,7 @@ async fn run_task(state: &AppState, job: &Job) -> Result<Value, Failure> {
         body: job.payload["payload"].to_string().into(),
         ..Request::default()
     };
-    let response = invoke(
-        state,
-        &job.payload["integration"],
-        request,
-        None,
-        Unhandled::Record,
-    )
-    .await?;
+    let response = invoke(state, job, request, None, Unhandled::Record).await?;
     if !(200..300).contains(&response.status) {
         // The handler is missing: retrying the same code cannot help.
         return Err(Failure::final_(
@@ -407,14 +400,7 @@ async fn run_event(state: &AppState, job: &Job) -> Result<Value, Failure> {
     } else {
         Unhandled::Record
     };
-    let response = invoke(
-        state,
-        &job.payload["integration"],
-        request,
-        install,
-        unhandled,
-    )
-    .await?;
+    let response = invoke(state, job, request, install, unhandled).await?;
     // No handler for this event type: nothing to do, nothing to retry.
     Ok(json!({ "handled": response.status != 404 }))
 }
@@ -436,14 +422,7 @@ async fn run_cron(state: &AppState, job: &Job) -> Result<Value, Failure> {
         body: json!({ "slot": job.payload["slot"] }).to_string().into(),
         ..Request::default()
     };
-    let response = invoke(
-        state,
-        &job.payload["integration"],
-        request,
-        install,
-        Unhandled::Record,
-    )
-    .await?;
+    let response = invoke(state, job, request, install, Unhandled::Record).await?;
     Ok(json!({ "handled": response.status != 404 }))
 }
 
@@ -456,14 +435,23 @@ enum Unhandled {
 }
 
 /// Runs a background invocation with the task limits and records it in the invocation log.
+///
+/// The handler sees the job's id and attempt (`ctx.job`), so the effects of a run repeated
+/// after a crash can be recognised.
 async fn invoke(
     state: &AppState,
-    integration: &Value,
-    request: Request,
+    job: &Job,
+    mut request: Request,
     install: Option<String>,
     unhandled: Unhandled,
 ) -> Result<splice_sandbox::Response, Failure> {
-    let id = IntegrationId::parse(integration.as_str().unwrap_or_default())
+    request
+        .headers
+        .push(("x-splice-job".into(), job.id.clone()));
+    request
+        .headers
+        .push(("x-splice-attempt".into(), job.attempts.to_string()));
+    let id = IntegrationId::parse(job.payload["integration"].as_str().unwrap_or_default())
         .map_err(|e| Failure::final_(e.to_string()))?;
     let loaded = match state.programs.get(state.store.as_ref(), &id).await {
         Ok(Some(loaded)) => loaded,

@@ -115,7 +115,7 @@ impl Cluster {
     }
 }
 
-fn base64_key() -> String {
+pub fn base64_key() -> String {
     use base64::Engine;
     let bytes: Vec<u8> = (0..32)
         .map(|i| u8::from_str_radix(&random_hex(2), 16).unwrap_or(i))

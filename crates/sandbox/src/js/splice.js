@@ -725,6 +725,17 @@ export class Integration {
   }
 }
 
+/**
+ * The queue job a background run belongs to: `{ id, attempt }`. A run repeated after a crash
+ * has the same id and a higher attempt, so its effects can be made idempotent by the id.
+ */
+function jobOf(ctx) {
+  return Object.freeze({
+    id: ctx.request.get("x-splice-job") ?? null,
+    attempt: Number(ctx.request.get("x-splice-attempt") ?? 1),
+  });
+}
+
 /** Runs a task handler with `ctx.payload`; its return value is the task's result. */
 async function runTask(integration, raw) {
   const handler = integration.task[ROUTE](raw.path);
@@ -732,6 +743,7 @@ async function runTask(integration, raw) {
     return errorResponse(404, "task_not_found", `no task handler named ${raw.path}`);
   }
   const ctx = new Context(raw, {});
+  ctx.job = jobOf(ctx);
   ctx.task = raw.path;
   ctx.payload = raw.body === "" ? null : JSON.parse(raw.body);
   const result = await handler(ctx);
@@ -745,6 +757,7 @@ async function runTask(integration, raw) {
  */
 async function runEvent(integration, raw) {
   const ctx = new Context(raw, {});
+  ctx.job = jobOf(ctx);
   const unmatched = ctx.request.get("x-splice-unmatched") === "1";
   const handler = integration.event[ROUTE](raw.path, unmatched);
   if (handler === null) {
@@ -766,6 +779,7 @@ async function runCron(integration, raw) {
     return errorResponse(404, "schedule_not_handled", `no cron handler named ${raw.path}`);
   }
   const ctx = new Context(raw, {});
+  ctx.job = jobOf(ctx);
   ctx.schedule = raw.path;
   ctx.slot = raw.body === "" ? null : JSON.parse(raw.body).slot;
   ctx.install = ctx.request.get("x-splice-install") ?? null;
