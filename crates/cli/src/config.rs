@@ -73,6 +73,9 @@ pub struct Config {
     /// How long a claimed job stays with its worker without a heartbeat, in seconds; after a
     /// crash its jobs run again once this has passed.
     pub queue_lease_secs: u64,
+    /// At most this many jobs of one integration (or one connector's webhook intake, or one
+    /// registered webhook's deliveries) run at once across the cluster; 0: no limit.
+    pub queue_max_running_per_integration: u32,
     /// Wall-time limit of one background task run, in seconds.
     pub task_wall_secs: u64,
     /// How long finished jobs (task results, dead letters) are kept, in seconds.
@@ -105,6 +108,7 @@ impl Default for Config {
             queue_workers: 4,
             queue_poll_ms: 1000,
             queue_lease_secs: 60,
+            queue_max_running_per_integration: 0,
             task_wall_secs: 900,
             task_retention_secs: 7 * 24 * 3600,
             providers_dir: None,

@@ -55,6 +55,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         queue_workers: config.queue_workers,
         queue_poll: Duration::from_millis(config.queue_poll_ms),
         queue_lease: Duration::from_secs(config.queue_lease_secs),
+        queue_max_running: (config.queue_max_running_per_integration > 0)
+            .then_some(config.queue_max_running_per_integration),
         task_wall: Duration::from_secs(config.task_wall_secs),
         task_retention: Duration::from_secs(config.task_retention_secs),
         catalog: Arc::new(

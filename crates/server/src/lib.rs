@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// How long a claimed job stays with its worker without a heartbeat: after a crash, the
     /// job runs again once this has passed.
     pub queue_lease: Duration,
+    /// Jobs of one partition (integration, connector intake, webhook) running at once.
+    pub queue_max_running: Option<u32>,
     /// Wall-time limit of one background task run.
     pub task_wall: Duration,
     /// How long finished jobs (task results, dead letters) are kept.
@@ -91,6 +93,7 @@ pub struct Inner {
     pub task_retention: Duration,
     pub queue_poll: Duration,
     pub queue_lease: Duration,
+    pub queue_max_running: Option<u32>,
 }
 
 impl Deref for AppState {
@@ -143,6 +146,7 @@ impl AppState {
             task_retention: config.task_retention,
             queue_poll: config.queue_poll,
             queue_lease: config.queue_lease,
+            queue_max_running: config.queue_max_running,
         }));
         worker::spawn_workers(state.clone(), config.queue_workers);
         worker::spawn_announcements(state.clone());

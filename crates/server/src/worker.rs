@@ -145,7 +145,7 @@ async fn run_worker(state: AppState, worker: String, purges: bool) {
             kinds: KINDS,
             limit: 1,
             lease: state.queue_lease,
-            max_running_per_partition: None,
+            max_running_per_partition: state.queue_max_running,
             now: now_millis(),
         };
         match state.store.claim_jobs(&claim).await {

@@ -217,3 +217,50 @@ async fn routes_start_tasks_from_code() {
         "{bad}"
     );
 }
+
+const SLOW_JS: &str = r#"import { Integration } from "splice";
+const integration = new Integration();
+integration.task.on("slow", async () => {
+  const start = Date.now();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return { start, end: Date.now() };
+});
+export default integration;
+"#;
+
+/// With a limit of one running job per integration, one integration's tasks run one after
+/// another while another integration's task still gets a worker.
+#[tokio::test]
+async fn the_per_integration_limit_keeps_one_integration_from_taking_every_worker() {
+    let app = TestApp::start_with_env(&[("SPLICE_QUEUE_MAX_RUNNING_PER_INTEGRATION", "1")]).await;
+    deploy(&app, "busy", SLOW_JS, json!({})).await;
+    deploy(&app, "quiet", SLOW_JS, json!({})).await;
+
+    let mut urls = Vec::new();
+    for integration in ["busy", "busy", "busy", "busy", "quiet"] {
+        let path = format!("/v1/integrations/{integration}/tasks/slow");
+        let (status, task) = app.post(&path, &json!({})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+        urls.push(str_field(&task, "status_url").to_owned());
+    }
+    let mut spans = Vec::new();
+    for url in &urls {
+        let done = settled(&app, url).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let span = (
+            done["result"]["start"].as_i64(),
+            done["result"]["end"].as_i64(),
+        );
+        spans.push((span.0.unwrap_or_default(), span.1.unwrap_or_default()));
+    }
+    let (quiet, mut busy) = (spans[4], spans[..4].to_vec());
+    busy.sort_unstable();
+    for pair in busy.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "busy runs overlapped: {busy:?}");
+    }
+    let last = busy.last().map(|s| s.1).unwrap_or_default();
+    assert!(
+        quiet.1 < last,
+        "quiet waited for busy: {quiet:?} vs {busy:?}"
+    );
+}
