@@ -8,9 +8,13 @@ Run it through `bench/run`, which builds the release binaries first. Environment
   BENCH_COLD_N    integrations deployed for the cold-start and density measures (default 1000)
   BENCH_PG        0 skips the PostgreSQL measures (default: run them when scripts/postgres works)
   BENCH_PG_URL    URL of a PostgreSQL role that may create databases (default: scripts/postgres)
+  BENCH_QUEUE_N   no-op tasks queued for the queue throughput measure (default 2000)
+  BENCH_ONLY      comma list of measures to run: http, cold, start, token, queue, runaway, pg
 """
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -37,6 +41,8 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 DURATION = int(os.environ.get("BENCH_DURATION", "5"))
 COLD_N = int(os.environ.get("BENCH_COLD_N", "1000"))
+QUEUE_N = int(os.environ.get("BENCH_QUEUE_N", "2000"))
+QUEUE_CONNECTIONS = 8
 WANT_PG = os.environ.get("BENCH_PG", "1") != "0"
 
 KEY = "sk_bench_" + secrets.token_hex(12)
@@ -64,6 +70,19 @@ integration.router.get("/token100", async (ctx) => {
 });
 export default integration;
 """
+
+NOOP = """import { Integration } from "splice";
+const integration = new Integration();
+integration.task.on("noop", async () => null);
+export default integration;
+"""
+
+# A connector that takes webhooks signed with the generic HMAC scheme; the event has no `id`,
+# so no delivery id: every request is a new job.
+WEBHOOK_SECRET = "whsec-bench-" + secrets.token_hex(16)
+WEBHOOK_SCHEME = {"scheme": "hmac", "header": "X-Signature", "algorithm": "sha256",
+                  "encoding": "hex", "prefix": "sha256="}
+WEBHOOK_BODY = json.dumps({"type": "bench.ping", "data": {"n": 1, "text": "hello"}})
 
 RUNAWAY = """import { Integration } from "splice";
 const integration = new Integration();
@@ -185,18 +204,43 @@ def probe_plan(port, lines):
     return [tuple(int(x) for x in line.split()) for line in out.splitlines()]
 
 
+def probe_fan(port, lines, connections=QUEUE_CONNECTIONS):
+    """Sends `METHOD PATH [@FILE]` lines over several connections at once; returns
+    [(status, micros, body)] in input order, the body parsed when it is JSON."""
+    argv = [os.path.join(BIN, "bench-probe"), "fan", f"127.0.0.1:{port}", str(connections), KEY]
+    out = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True,
+                         check=True).stdout
+    results = []
+    for line in out.splitlines():
+        status, micros, body = (line.split(" ", 2) + [""])[:3]
+        try:
+            body = json.loads(body)
+        except ValueError:
+            pass
+        results.append((int(status), int(micros), body))
+    return results
+
+
+def ms_since_epoch(stamp):
+    """An RFC 3339 time of a job view (`…T12:00:00.123Z`) in milliseconds."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000
+
+
 # ---------------------------------------------------------------------------------------------
 # wrk and statistics
 
 UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
 
-def wrk(url, connections, key=None, record=True):
+def wrk(url, connections, key=None, record=True, script=None):
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{DURATION}s", "--latency", url]
     if key:
         argv[1:1] = ["-H", f"Authorization: Bearer {key}"]
+    if script:
+        argv[1:1] = ["-s", script]
     if record:
         shown = " ".join(a if "Bearer" not in a else "'Authorization: Bearer $KEY'" for a in argv)
+        shown = shown.replace(WORK + "/", "")
         shown = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:$PORT", shown)
         if shown not in commands:
             commands.append(shown)
@@ -208,7 +252,16 @@ def wrk(url, connections, key=None, record=True):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"wrk {url}: {errors.group(1)} non-2xx responses")
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if socket_errors:
+        log(f"wrk {url} -c{connections}: socket errors: {socket_errors.group(1)}")
     return {"rps": rps, "p50": pct["50"], "p99": pct["99"]}
+
+
+def note(line):
+    """Adds a line to the commands shown under the table, once."""
+    if line not in commands:
+        commands.append(line)
 
 
 def median_of(results):
@@ -448,12 +501,184 @@ def measure_runaway():
     stop(splice)
 
 
+def queue_round(port, body_file, n):
+    """Queues n no-op tasks at once, waits for them, and reads them back."""
+    path = "/v1/integrations/noop/tasks/noop"
+    started = probe_fan(port, [f"POST {path} @{body_file}"] * n)
+    refused = [(status, body) for status, _, body in started if status != 202]
+    if refused:
+        raise RuntimeError(f"{len(refused)} of {n} enqueues failed, first {refused[0]}")
+    ids = [body["id"] for _, _, body in started]
+
+    deadline = time.time() + 60 + n / 50
+    while time.time() < deadline:
+        pending = [http("GET", f"http://127.0.0.1:{port}/v1/jobs?integration=noop&status={s}"
+                               "&limit=1")[1]["items"] for s in ("queued", "running")]
+        if not any(pending):
+            break
+        time.sleep(0.05)
+    jobs = [body for _, _, body in probe_fan(port, [f"GET /v1/tasks/{i}" for i in ids])]
+    statuses = {}
+    for job in jobs:
+        status = job.get("status") if isinstance(job, dict) else str(job)[:80]
+        statuses[status] = statuses.get(status, 0) + 1
+    done = [job for job in jobs if isinstance(job, dict) and job.get("status") == "succeeded"]
+    if not done:
+        raise RuntimeError(f"no queued task succeeded: {statuses}")
+
+    created = [ms_since_epoch(job["created_at"]) for job in done]
+    waits = [ms_since_epoch(job["started_at"]) - at for job, at in zip(done, created)]
+    span_ms = max(ms_since_epoch(job["finished_at"]) for job in done) - min(created)
+    return {
+        "jobs_per_s": len(done) / max(span_ms, 1) * 1000,
+        "enqueue_per_s": n / max(max(created) - min(created), 1) * 1000,
+        "p50": percentile(waits, 50) * 1000,
+        "p99": percentile(waits, 99) * 1000,
+        "succeeded": len(done),
+        "other": sum(count for status, count in statuses.items() if status != "succeeded"),
+    }, statuses
+
+
+def idle_waits(port, count=30):
+    """Enqueue→start of tasks queued one at a time on an idle queue, in microseconds."""
+    base = f"http://127.0.0.1:{port}"
+    waits = []
+    for _ in range(count):
+        status, job = http("POST", f"{base}/v1/integrations/noop/tasks/noop", {"payload": {}})
+        if status != 202:
+            raise RuntimeError(f"enqueue: {status} {job}")
+        deadline = time.time() + 10
+        while job["status"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.005)
+            job = http("GET", f"{base}/v1/tasks/{job['id']}")[1]
+        if job["status"] == "succeeded":
+            waits.append((ms_since_epoch(job["started_at"]) -
+                          ms_since_epoch(job["created_at"])) * 1000)
+    return waits
+
+
+def measure_queue_jobs(port):
+    deploy(port, "noop", NOOP)
+    body_file = os.path.join(WORK, "task.json")
+    with open(body_file, "w") as f:
+        json.dump({"payload": {}}, f)
+    # A first round warms the runtime and the store; only later rounds count.
+    queue_round(port, body_file, min(QUEUE_N, 200))
+    note(f"# 6a, 6b: {QUEUE_N} lines 'POST /v1/integrations/noop/tasks/noop @task.json' "
+         f"(task.json: {{\"payload\": {{}}}}), then a GET /v1/tasks/ID per job")
+    note(f"bench-probe fan 127.0.0.1:$PORT {QUEUE_CONNECTIONS} $KEY < lines")
+    results, statuses = [], {}
+    for run in range(RUNS):
+        log(f"queue throughput, run {run + 1}/{RUNS}")
+        result, seen = queue_round(port, body_file, QUEUE_N)
+        results.append(result)
+        for status, n in seen.items():
+            statuses[status] = statuses.get(status, 0) + n
+    if set(statuses) != {"succeeded"}:
+        log(f"queue: jobs not succeeded: {statuses}")
+    jobs = median_of(results)
+    idle = idle_waits(port)
+    jobs["idle_p50"] = percentile(idle, 50) if idle else None
+    return jobs, statuses
+
+
+def webhook_script():
+    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), WEBHOOK_BODY.encode(),
+                                     hashlib.sha256).hexdigest()
+    script = os.path.join(WORK, "webhook.lua")
+    with open(script, "w") as f:
+        f.write('wrk.method = "POST"\n'
+                f"wrk.body = {json.dumps(WEBHOOK_BODY)}\n"
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                f'wrk.headers["X-Signature"] = "{signature}"\n')
+    return script, signature
+
+
+def measure_webhook_intake(port):
+    status, body = http("POST", f"http://127.0.0.1:{port}/v1/connectors", {
+        "id": "hooks", "provider": "api_key",
+        "config": {"settings": {"base_url": "http://127.0.0.1:9"},
+                   "webhook": {"provider": "generic", "secret": WEBHOOK_SECRET,
+                               "scheme": WEBHOOK_SCHEME}}})
+    if status != 201:
+        raise RuntimeError(f"create webhook connector: {status} {body}")
+    url = f"http://127.0.0.1:{port}/v1/connectors/hooks/webhook"
+    script, signature = webhook_script()
+    request = urllib.request.Request(url, data=WEBHOOK_BODY.encode(), method="POST", headers={
+        "Content-Type": "application/json", "X-Signature": signature})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.loads(response.read())
+    if answer != {"ok": True, "duplicate": False}:
+        raise RuntimeError(f"webhook answered {answer}")
+
+    subprocess.run(["wrk", "-t1", "-c16", "-d1s", "-s", script, url], capture_output=True,
+                   check=True)
+    note("# 6c, 6d: webhook.lua sets wrk.method = \"POST\", a fixed JSON body without an id, and "
+         "X-Signature: sha256=<hex HMAC-SHA256 of the body>")
+    at16, at64 = [], []
+    for run in range(RUNS):
+        log(f"webhook intake, run {run + 1}/{RUNS}")
+        at16.append(wrk(url, 16, script=script))
+        at64.append(wrk(url, 64, script=script))
+    return median_of(at16), median_of(at64)
+
+
+def queue_figures(name, database_url=None):
+    """The queue and webhook intake figures of one fresh Splice node."""
+    splice, port = start_splice(name, database_url)
+    jobs, statuses = measure_queue_jobs(port)
+    at16, at64 = measure_webhook_intake(port)
+    stop(splice)
+    return jobs, statuses, at16, at64
+
+
+def queue_row(label, database, jobs, statuses, targeted):
+    note = "" if targeted else " (the target is for PostgreSQL)"
+    failed = "" if set(statuses) == {"succeeded"} else f"; not succeeded: {statuses}"
+    row(f"{label}. no-op JS jobs through the queue ({database}), {QUEUE_N} tasks queued at once",
+        f"{jobs['jobs_per_s']:,.0f} jobs/s; enqueue→start p50 {us(jobs['p50'])}, "
+        f"p99 {us(jobs['p99'])}",
+        f"queued over {QUEUE_CONNECTIONS} connections at {jobs['enqueue_per_s']:,.0f}/s; "
+        f"{jobs['succeeded']:.0f}/{QUEUE_N} succeeded{failed}; one task at a time on an idle "
+        f"queue: enqueue→start p50 {us(jobs['idle_p50'])}",
+        "≥ 3,000 jobs/s, p50 ≤ 5 ms" + note,
+        (jobs["jobs_per_s"] >= 3000 and jobs["p50"] <= 5000 and not failed) if targeted else None)
+
+
+def intake_row(label, database, at16, at64, targeted):
+    note = "" if targeted else " (the target is for PostgreSQL)"
+    row(f"{label}. webhook intake, generic HMAC, each stored as a job ({database}), "
+        "16 connections",
+        f"{at16['rps']:,.0f} req/s (p50 {us(at16['p50'])}, p99 {us(at16['p99'])})",
+        f"64 connections: {at64['rps']:,.0f} req/s (p50 {us(at64['p50'])}, "
+        f"p99 {us(at64['p99'])})", "≥ 5,000/s, p99 ≤ 20 ms" + note,
+        (at16["rps"] >= 5000 and at16["p99"] <= 20_000) if targeted else None)
+
+
 def measure_queue():
-    row("6. queue throughput of no-op JS jobs; webhook intake", "not available: no queue yet",
-        "the durable queue is a separate issue", "≥ 3,000 jobs/s; ≥ 5,000/s p99 ≤ 20 ms", None)
+    sqlite = queue_figures("splice-queue")
+    admin_url, url = postgres_database("_queue")
+    postgres = None
+    if url is not None:
+        try:
+            postgres = queue_figures("splice-queue-pg", url)
+        finally:
+            drop_database(admin_url, url)
+
+    missing = ("not available: scripts/postgres failed", "", "—", None)
+    queue_row("6a", "SQLite", *sqlite[:2], False)
+    if postgres:
+        queue_row("6b", "PostgreSQL", *postgres[:2], True)
+    else:
+        row("6b. no-op JS jobs through the queue (PostgreSQL)", *missing)
+    intake_row("6c", "SQLite", *sqlite[2:], False)
+    if postgres:
+        intake_row("6d", "PostgreSQL", *postgres[2:], True)
+    else:
+        row("6d. webhook intake (PostgreSQL)", *missing)
 
 
-def postgres_database():
+def postgres_database(purpose=""):
     """A fresh database for this run, or None when PostgreSQL is not available here."""
     if not WANT_PG or shutil.which("psql") is None:
         return None, None
@@ -467,10 +692,16 @@ def postgres_database():
             log(f"scripts/postgres exited {out.returncode}; skipping PostgreSQL")
             return None, None
         admin_url = out.stdout.strip().splitlines()[-1]
-    name = f"splice_bench_{os.getpid()}"
+    name = f"splice_bench_{os.getpid()}{purpose}"
     subprocess.run(["psql", admin_url, "-qAtX", "-c", f"CREATE DATABASE {name}"], check=True,
                    capture_output=True)
     return admin_url, admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(admin_url, url):
+    name = url.rsplit("/", 1)[1]
+    subprocess.run(["psql", admin_url, "-qAtX", "-c", f"DROP DATABASE IF EXISTS {name}"],
+                   capture_output=True)
 
 
 def measure_postgres(sqlite_one):
@@ -521,9 +752,7 @@ def measure_postgres(sqlite_one):
         stop(a)
         stop(b)
     finally:
-        name = url.rsplit("/", 1)[1]
-        subprocess.run(["psql", admin_url, "-qAtX", "-c", f"DROP DATABASE IF EXISTS {name}"],
-                       capture_output=True)
+        drop_database(admin_url, url)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -626,7 +855,8 @@ def main():
         measure_start_to_ready()
     if wanted("token"):
         measure_token(sqlite_one)
-    measure_queue()
+    if wanted("queue"):
+        measure_queue()
     if wanted("runaway"):
         measure_runaway()
     if wanted("pg") and sqlite_one is not None:
