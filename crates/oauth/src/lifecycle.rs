@@ -165,6 +165,11 @@ impl TokenManager {
         }
     }
 
+    /// How long before its expiry an access token is refreshed.
+    pub fn margin(&self) -> Duration {
+        self.settings.margin
+    }
+
     /// The connector's own access token (client credentials), minted on first use, cached,
     /// and minted again within the margin of its expiry. Concurrent callers share one mint.
     pub async fn app_token(&self, connector: &Connector) -> Result<Secret, TokenFailure> {

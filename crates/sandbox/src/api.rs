@@ -156,7 +156,7 @@ pub struct Invocation {
 }
 
 /// Which identity a connector call from integration code resolves to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum IdentityScope {
     /// The tenant's identity on the connector (`integration.tenant.connector(ctx, name, tenant)`).
     Tenant(String),

@@ -4,11 +4,15 @@
 //! The sandbox awaits these futures on its own threads, so each call is spawned onto the
 //! server's runtime and the sandbox awaits only the join handle.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use splice_domain::{Connector, IdentityStatus, InstallId, IntegrationId, TenantId};
+use splice_domain::{
+    Connector, IdentityStatus, InstallId, IntegrationId, Millis, TenantId, now_millis,
+};
 use splice_sandbox::{
     FetchRequest, FetchResponse, Host, HostError, IdentityScope, TaskRequest, TokenRequest,
 };
@@ -19,6 +23,58 @@ use crate::credentials::{Credentials, Mode};
 use crate::outbound::{Outbound, Principal, host_error};
 use crate::programs::ProgramCache;
 use crate::worker::{self, JobSignals, NewTask};
+
+/// How long a token handed to integration code is answered from memory at most. Changes made
+/// on another node (a reconnect, a deleted install) show after this; changes made on this node
+/// clear the cache at once.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Entries kept at most; a full cache starts over.
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+type TokenKey = (String, String, IdentityScope);
+
+/// Access tokens recently handed to integration code, by integration, connector name and
+/// identity scope, so asking again answers on the sandbox thread without a hop to the server
+/// runtime or a database read. An entry lasts until its token enters the refresh margin, and
+/// at most [`TOKEN_CACHE_TTL`]; a forced refresh replaces it.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<TokenKey, (String, Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, key: &TokenKey) -> Option<String> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let (token, until) = entries.get(key)?;
+        (Instant::now() < *until).then(|| token.clone())
+    }
+
+    fn put(&self, key: TokenKey, token: String, expires_at: Option<Millis>, margin: Duration) {
+        let mut until = Instant::now() + TOKEN_CACHE_TTL;
+        if let Some(expires_at) = expires_at {
+            let left = expires_at - now_millis() - i64::try_from(margin.as_millis()).unwrap_or(0);
+            match u64::try_from(left) {
+                Ok(left) if left > 0 => {
+                    until = until.min(Instant::now() + Duration::from_millis(left))
+                }
+                _ => return,
+            }
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= TOKEN_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key, (token, until));
+    }
+
+    /// Forgets every token: after a change on this node to connectors, identities or installs.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
 
 pub struct SpliceHost {
     inner: Arc<Inner>,
@@ -31,6 +87,7 @@ struct Inner {
     credentials: Credentials,
     outbound: Outbound,
     jobs: Arc<JobSignals>,
+    tokens: Arc<TokenCache>,
 }
 
 impl SpliceHost {
@@ -41,6 +98,7 @@ impl SpliceHost {
         credentials: Credentials,
         outbound: Outbound,
         jobs: Arc<JobSignals>,
+        tokens: Arc<TokenCache>,
     ) -> Self {
         let inner = Arc::new(Inner {
             store,
@@ -48,6 +106,7 @@ impl SpliceHost {
             credentials,
             outbound,
             jobs,
+            tokens,
         });
         Self {
             inner,
@@ -71,16 +130,33 @@ impl SpliceHost {
 
 impl Host for SpliceHost {
     fn token(&self, request: TokenRequest) -> BoxFuture<'static, Result<String, HostError>> {
+        let key = (
+            request.integration.clone(),
+            request.connector.clone(),
+            request.scope.clone(),
+        );
+        if !request.force_refresh
+            && let Some(token) = self.inner.tokens.get(&key)
+        {
+            return futures::future::ready(Ok(token)).boxed();
+        }
         let inner = self.inner.clone();
         self.spawn(async move {
             let (connector, principal) = inner
                 .resolve(&request.integration, &request.connector, &request.scope)
                 .await?;
-            let (secret, _) = inner
+            let credential = inner
                 .outbound
                 .secret(&connector, &principal, request.force_refresh)
                 .await?;
-            Ok(secret.expose().to_owned())
+            let token = credential.secret.expose().to_owned();
+            if matches!(principal, Principal::Identity(_)) {
+                let margin = inner.outbound.refresh_margin();
+                inner
+                    .tokens
+                    .put(key, token.clone(), credential.expires_at, margin);
+            }
+            Ok(token)
         })
     }
 
@@ -213,5 +289,55 @@ impl Inner {
             }
         };
         Ok((connector, Principal::Identity(identity)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tenant: &str) -> TokenKey {
+        (
+            "crm-sync".into(),
+            "crm".into(),
+            IdentityScope::Tenant(tenant.into()),
+        )
+    }
+
+    #[test]
+    fn tokens_are_kept_until_their_refresh_margin() {
+        let cache = TokenCache::default();
+        let margin = Duration::from_secs(300);
+        let hour = now_millis() + 3_600_000;
+        cache.put(key("acme"), "at-1".into(), Some(hour), margin);
+        assert_eq!(cache.get(&key("acme")).as_deref(), Some("at-1"));
+        assert_eq!(cache.get(&key("globex")), None);
+
+        // A token already inside its refresh margin is not kept: the next ask refreshes it.
+        let soon = now_millis() + 200_000;
+        cache.put(key("globex"), "at-2".into(), Some(soon), margin);
+        assert_eq!(cache.get(&key("globex")), None);
+
+        // Without a known lifetime (API keys), at most the cache's own lifetime.
+        cache.put(key("initech"), "key-3".into(), None, margin);
+        assert_eq!(cache.get(&key("initech")).as_deref(), Some("key-3"));
+
+        cache.clear();
+        assert_eq!(cache.get(&key("acme")), None);
+    }
+
+    #[test]
+    fn an_entry_expires_with_its_token() {
+        let cache = TokenCache::default();
+        let expires = now_millis() + 1_050;
+        cache.put(
+            key("acme"),
+            "at-1".into(),
+            Some(expires),
+            Duration::from_secs(1),
+        );
+        assert_eq!(cache.get(&key("acme")).as_deref(), Some("at-1"));
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(cache.get(&key("acme")), None);
     }
 }

@@ -89,6 +89,9 @@ pub struct Inner {
     pub session_ttl: Duration,
     /// Wakes workers when jobs are enqueued.
     pub jobs: Arc<worker::JobSignals>,
+    /// Tokens recently handed to integration code; cleared when this node changes
+    /// connectors, identities or installs.
+    pub token_cache: Arc<host::TokenCache>,
     pub task_wall: Duration,
     pub task_retention: Duration,
     pub queue_poll: Duration,
@@ -120,12 +123,14 @@ impl AppState {
         let outbound = outbound::Outbound::new(http, tokens.clone(), credentials.clone());
         let programs = programs::ProgramCache::default();
         let jobs = Arc::new(worker::JobSignals::default());
+        let token_cache = Arc::new(host::TokenCache::default());
         let host = host::SpliceHost::new(
             store.clone(),
             programs.clone(),
             credentials.clone(),
             outbound.clone(),
             jobs.clone(),
+            token_cache.clone(),
         );
         let engine = Arc::new(Engine::new(config.sandbox.clone(), Arc::new(host)));
         let recorder = recorder::Recorder::start(store.clone());
@@ -142,6 +147,7 @@ impl AppState {
             admin_key_hash: config.admin_key_hash.clone(),
             session_ttl: config.session_ttl,
             jobs,
+            token_cache,
             task_wall: config.task_wall,
             task_retention: config.task_retention,
             queue_poll: config.queue_poll,

@@ -50,6 +50,16 @@ pub struct Outbound {
     credentials: Credentials,
 }
 
+/// A principal's credential and what goes with it.
+pub struct Credential {
+    pub secret: Secret,
+    /// Identity values used to build the provider's URLs (a shop, an instance URL).
+    pub values: std::collections::BTreeMap<String, String>,
+    /// When an identity's access token expires; `None` when it has no known lifetime (and
+    /// for the connector's own token, which the token manager keeps fresh).
+    pub expires_at: Option<splice_domain::Millis>,
+}
+
 impl Outbound {
     pub fn new(http: reqwest::Client, tokens: Arc<TokenManager>, credentials: Credentials) -> Self {
         Self {
@@ -59,13 +69,18 @@ impl Outbound {
         }
     }
 
+    /// How long before its expiry an access token is refreshed.
+    pub fn refresh_margin(&self) -> Duration {
+        self.tokens.margin()
+    }
+
     /// The credential (access token, API key) for a principal; `force` refreshes first.
     pub async fn secret(
         &self,
         connector: &Connector,
         principal: &Principal,
         force: bool,
-    ) -> Result<(Secret, std::collections::BTreeMap<String, String>), HostError> {
+    ) -> Result<Credential, HostError> {
         match principal {
             Principal::App => {
                 let token = self
@@ -73,7 +88,11 @@ impl Outbound {
                     .app_token(connector)
                     .await
                     .map_err(token_error)?;
-                Ok((token, Default::default()))
+                Ok(Credential {
+                    secret: token,
+                    values: Default::default(),
+                    expires_at: None,
+                })
             }
             Principal::Identity(id) => {
                 let identity = self
@@ -81,7 +100,11 @@ impl Outbound {
                     .access_token(id, force)
                     .await
                     .map_err(token_error)?;
-                Ok((identity.tokens.access_token, identity.tokens.values))
+                Ok(Credential {
+                    secret: identity.tokens.access_token,
+                    values: identity.tokens.values,
+                    expires_at: identity.tokens.expires_at,
+                })
             }
         }
     }
@@ -97,7 +120,7 @@ impl Outbound {
             .credentials
             .mode(connector)
             .map_err(|e| host_error("connector_misconfigured", e))?;
-        let (secret, values) = self.secret(connector, principal, false).await?;
+        let Credential { secret, values, .. } = self.secret(connector, principal, false).await?;
         let target = self
             .credentials
             .api_target(connector, &values)
@@ -116,7 +139,7 @@ impl Outbound {
             return Ok(first);
         }
         // The clock thought the token valid; the provider did not. Refresh once and retry.
-        let (fresh, _) = self.secret(connector, principal, true).await?;
+        let fresh = self.secret(connector, principal, true).await?.secret;
         self.send(with_credential(
             &request,
             &target,

@@ -1367,3 +1367,33 @@ async fn identity_settings_are_asked_for_and_shape_the_provider_urls() {
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["sub"], "alice", "{me}");
 }
+
+/// Tokens handed to integration code are answered from memory, and a reconnect on this node
+/// is what code gets on its very next call.
+#[tokio::test]
+async fn a_reconnected_credential_is_what_code_gets_next() {
+    let app = TestApp::start().await;
+    let idp = start_provider(&app, None).await;
+    let (install, _) = install_keyed(&app, &idp, "key-one").await;
+    let code = r#"import { Integration } from "splice";
+const integration = new Integration();
+integration.router.get("/token", async (ctx) => {
+  const k = await integration.tenant.connector(ctx, "keyed", "acme");
+  ctx.body = { token: await k.token(), again: await k.token() };
+});
+export default integration;
+"#;
+    deploy(&app, "keyed", code, json!({ "keyed": "keyed" })).await;
+    let (status, first) = app.get("/v1/integrations/keyed/api/token").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first, json!({"token": "key-one", "again": "key-one"}));
+
+    let install_id = str_field(&install, "id");
+    let (session, url) = create_session(&app, "keyed", json!({"install_id": install_id})).await;
+    let session_id = str_field(&session, "id");
+    fill_hosted_form(&app, &url, session_id, &[("api_key", "key-two")]).await;
+    commit(&app, session_id, StatusCode::OK).await;
+
+    let (_, next) = app.get("/v1/integrations/keyed/api/token").await;
+    assert_eq!(next, json!({"token": "key-two", "again": "key-two"}));
+}

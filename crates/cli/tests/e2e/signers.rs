@@ -139,14 +139,18 @@ async fn webhook_jobs(app: &TestApp) -> Vec<Value> {
     }
 }
 
-/// Asserts that exactly `n` webhooks were queued and each was routed (to no install: none is
-/// connected in these tests).
+/// Asserts that exactly `n` webhooks were queued and each was routed (to no install and no
+/// integration: none exists in these tests).
 async fn assert_queued(app: &TestApp, n: usize) {
     let jobs = webhook_jobs(app).await;
     assert_eq!(jobs.len(), n, "{jobs:?}");
     for job in &jobs {
         assert_eq!(job["status"], "succeeded", "{job}");
-        assert_eq!(job["result"], json!({"installs": []}), "{job}");
+        assert_eq!(
+            job["result"],
+            json!({"installs": [], "unmatched": []}),
+            "{job}"
+        );
     }
 }
 

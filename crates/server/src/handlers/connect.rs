@@ -565,6 +565,7 @@ async fn complete_step(
         .store
         .attach_identity(&session, &identity, new)
         .await?;
+    state.token_cache.clear();
     tracing::info!(session.id = %session.id, identity.id = %identity.id, reused = !new, "identity connected");
 
     let next = match session.status {

@@ -126,6 +126,7 @@ pub async fn update_connector(
     connector.meta.version += 1;
 
     state.store.update_connector(&connector).await?;
+    state.token_cache.clear();
     Ok(Json(views::connector(&state, &connector)))
 }
 
@@ -152,6 +153,7 @@ pub async fn delete_connector(
     if !state.store.delete_connector(&id).await? {
         return Err(ApiError::not_found(format!("connector {id}")));
     }
+    state.token_cache.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -47,6 +47,7 @@ pub async fn delete_identity(
 ) -> ApiResult<StatusCode> {
     let identity = load(&state, &connector, &identity).await?;
     state.store.delete_identity(&identity.id).await?;
+    state.token_cache.clear();
     tracing::info!(identity.id = %identity.id, "identity deleted");
     Ok(StatusCode::NO_CONTENT)
 }

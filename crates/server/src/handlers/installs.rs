@@ -48,6 +48,7 @@ pub async fn delete_install(
 ) -> ApiResult<StatusCode> {
     let install = load(&state, &id, &install).await?;
     state.store.delete_install(&install.id).await?;
+    state.token_cache.clear();
     tracing::info!(install.id = %install.id, "install deleted");
     let event = Event::new(
         "install.deleted",

@@ -187,6 +187,7 @@ pub async fn commit_session(
     session.meta.version += 1;
 
     state.store.commit_session(&session, &install).await?;
+    state.token_cache.clear();
     tracing::info!(session.id = %session.id, install.id = %install.id, "session committed");
     let event = Event::new(
         "install.created",
@@ -218,6 +219,7 @@ async fn commit_reconnect(
     session.meta.updated_at = now;
     session.meta.version += 1;
     state.store.commit_session(&session, &install).await?;
+    state.token_cache.clear();
     tracing::info!(session.id = %session.id, install.id = %install.id, "install reconnected");
     let event = Event::new(
         "install.reconnected",
