@@ -318,8 +318,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish within the grace
-/// period and flushes the invocation log.
+/// Serves until `shutdown` resolves, then lets in-flight requests and running jobs finish
+/// within the grace period and flushes the invocation log.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -327,21 +327,24 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        let _ = stop_tx.send(Some(tokio::time::Instant::now()));
     });
     let mut stop_rx_wait = stop_rx.clone();
     let bounded = async move {
         // After the signal, give in-flight requests `grace` to finish.
-        let _ = stop_rx_wait.wait_for(|stopped| *stopped).await;
+        let _ = stop_rx_wait.wait_for(Option::is_some).await;
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
         result = server => result?,
         () = bounded => tracing::warn!("shutdown grace period elapsed with requests in flight"),
     }
+    let signalled = (*stop_rx.borrow()).unwrap_or_else(tokio::time::Instant::now);
+    let left = (signalled + grace).saturating_duration_since(tokio::time::Instant::now());
+    worker::stop_workers(&state, left).await;
     state.recorder.flush().await;
     Ok(())
 }

@@ -1,14 +1,18 @@
-//! Background work on the durable job queue: each node runs a few workers that claim due jobs
-//! with a lease, run them, keep the lease alive while they run, and record the outcome —
+//! Background work on the durable job queue: each node has `queue_workers` slots; one claim
+//! loop takes as many due jobs as there are free slots in a single statement, under a lease,
+//! and runs each on its own task, which keeps the lease alive and records the outcome —
 //! retrying failures with exponential backoff and jitter until the job is dead-lettered.
 //!
 //! Job kinds: background tasks (`integration.task`), incoming provider webhooks
 //! (`webhook.event`: routed to every install whose identities carry the event's provider
 //! account id, one `integration.event` job per install), and event handler runs
-//! (`integration.event`). A local enqueue wakes a worker at once; on PostgreSQL it is also
-//! announced to the other nodes (`NOTIFY`), whose listeners wake theirs. Polling (every
-//! second by default) remains as the fallback for a lost announcement.
+//! (`integration.event`), schedule firings (`integration.cron`) and deliveries to the
+//! application's webhooks (`webhook.delivery`). A local enqueue wakes the claim loop at once;
+//! on PostgreSQL it is also announced to the other nodes (`NOTIFY`), whose listeners wake
+//! theirs. Polling (every second by default) remains as the fallback for a lost announcement.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rand::Rng;
@@ -16,6 +20,7 @@ use serde_json::{Value, json};
 use splice_domain::{ConnectorId, Event, IntegrationId, InvocationRecord, now_millis};
 use splice_sandbox::{Request, RequestKind};
 use splice_store::{Job, JobClaim, NewJob, retry_delay};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::AppState;
@@ -84,6 +89,9 @@ pub async fn enqueue_task(
 pub struct JobSignals {
     ready: tokio::sync::Notify,
     announce: tokio::sync::Notify,
+    /// This node's job slots and their number, once the runner started.
+    slots: OnceLock<(Arc<Semaphore>, usize)>,
+    stopping: AtomicBool,
 }
 
 impl JobSignals {
@@ -118,7 +126,7 @@ pub fn spawn_announcements(state: AppState) {
         });
         loop {
             match listener.next().await {
-                Ok(()) => state.jobs.ready.notify_waiters(),
+                Ok(()) => state.jobs.ready.notify_one(),
                 Err(err) => {
                     tracing::warn!(error = %err, "job announcements lost; reconnecting");
                     tokio::time::sleep(IDLE_POLL).await;
@@ -128,46 +136,94 @@ pub fn spawn_announcements(state: AppState) {
     });
 }
 
-/// Starts `count` workers on the current runtime.
+/// Starts this node's job runner: one claim loop that takes as many due jobs as it has free
+/// slots (`count`) in one claim, and runs each on its own task.
 pub fn spawn_workers(state: AppState, count: usize) {
-    let node = splice_crypto::random_token(6);
-    for n in 0..count {
-        let worker = format!("{node}-{n}");
-        tokio::spawn(run_worker(state.clone(), worker, n == 0));
+    if count == 0 {
+        return;
     }
+    let slots = Arc::new(Semaphore::new(count));
+    if state.jobs.slots.set((slots.clone(), count)).is_err() {
+        tracing::error!("job workers were started twice");
+        return;
+    }
+    let node = format!("node-{}", splice_crypto::random_token(6));
+    tokio::spawn(claim_loop(state, node, slots));
 }
 
-async fn run_worker(state: AppState, worker: String, purges: bool) {
+async fn claim_loop(state: AppState, node: String, slots: Arc<Semaphore>) {
     let mut last_purge = tokio::time::Instant::now();
     loop {
+        // Wait for a free slot, then take every other free one.
+        let Ok(first) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        if state.jobs.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let claim = JobClaim {
-            worker: &worker,
+            worker: &node,
             kinds: KINDS,
-            limit: 1,
+            limit: u32::try_from(permits.len()).unwrap_or(u32::MAX),
             lease: state.queue_lease,
             max_running_per_partition: state.queue_max_running,
             now: now_millis(),
         };
+        let wanted = permits.len();
         match state.store.claim_jobs(&claim).await {
-            Ok(jobs) if !jobs.is_empty() => {
-                for job in jobs {
+            Ok(jobs) => {
+                let claimed = jobs.len();
+                for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
                     let span = tracing::info_span!(
                         "job", job.id = %job.id, job.kind = %job.kind, attempt = job.attempts
                     );
-                    run_job(&state, job).instrument(span).await;
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        run_job(&state, job).instrument(span).await;
+                        drop(permit);
+                    });
                 }
-                continue;
+                drop(permits);
+                if claimed == wanted {
+                    // Every slot got a job: more may be due.
+                    continue;
+                }
             }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "claiming jobs failed"),
+            Err(err) => {
+                drop(permits);
+                tracing::warn!(error = %err, "claiming jobs failed");
+            }
         }
-        if purges && last_purge.elapsed() > PURGE_EVERY {
+        if last_purge.elapsed() > PURGE_EVERY {
             last_purge = tokio::time::Instant::now();
             purge(&state).await;
         }
-        // Woken by a local enqueue, or look again after a short while.
+        // Woken by an enqueue (here or announced by another node), or look again later.
         let _ = tokio::time::timeout(state.queue_poll, state.jobs.ready.notified()).await;
     }
+}
+
+/// Stops claiming jobs and waits up to `grace` for the running ones to finish; a job still
+/// running after that runs again elsewhere once its lease lapses.
+pub async fn stop_workers(state: &AppState, grace: Duration) {
+    let Some((slots, count)) = state.jobs.slots.get() else {
+        return;
+    };
+    state.jobs.stopping.store(true, Ordering::SeqCst);
+    state.jobs.ready.notify_one();
+    let all = u32::try_from(*count).unwrap_or(u32::MAX);
+    match tokio::time::timeout(grace, slots.acquire_many(all)).await {
+        Ok(Ok(idle)) => idle.forget(),
+        Ok(Err(_)) => {}
+        Err(_) => {
+            tracing::warn!("jobs still running at shutdown; they run again after their lease")
+        }
+    }
+    slots.close();
 }
 
 async fn purge(state: &AppState) {

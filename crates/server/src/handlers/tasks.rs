@@ -38,7 +38,7 @@ pub async fn start_task(
     JsonBody(body): JsonBody<StartTask>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = integration_id(&id)?;
-    if state.store.get_integration(&id).await?.is_none() {
+    if state.store.integration_version(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("integration {id}")));
     }
     check_task_name(&name).map_err(ApiError::invalid)?;

@@ -43,6 +43,7 @@ fn read_event(row: &AnyRow) -> Result<Event> {
 #[async_trait]
 impl EventStore for SqlStore {
     async fn record_event(&self, event: &Event) -> Result<()> {
+        let _turn = self.write_turn().await;
         let mut conn = self.pool.acquire().await?;
         insert_event(&mut conn, event).await
     }

@@ -15,6 +15,7 @@ const ROWS_PER_INSERT: usize = 100;
 #[async_trait]
 impl InvocationStore for SqlStore {
     async fn record_invocations(&self, records: &[InvocationRecord]) -> Result<()> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         // One multi-row statement per chunk: a burst of invocations costs a few round trips.
         for chunk in records.chunks(ROWS_PER_INSERT) {

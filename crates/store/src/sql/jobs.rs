@@ -4,6 +4,7 @@
 //! and PostgreSQL except for how a claim keeps other claimers out (see [`claim_sql`]). Waking
 //! workers, the worker loop and the handlers live above the store.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,8 +21,14 @@ use crate::{
 const DUE: &str =
     "((status = 'queued' AND run_at <= $1) OR (status = 'running' AND lease_until < $1))";
 
+/// `DUE` again, for rows already found by id: a `CASE` no index applies to, so the planner
+/// looks the few chosen rows up by id instead of walking every due row a second time.
+const STILL_DUE: &str = "CASE status WHEN 'queued' THEN run_at <= $1 \
+     WHEN 'running' THEN lease_until < $1 AND attempts < max_attempts ELSE FALSE END";
+
 /// Makes the claimed rows a run of the claiming worker. `$1` now, `$2` worker, `$3` the
-/// lease's end; `DUE` is checked again so a row another claimer took in between is left out.
+/// lease's end; `STILL_DUE` is checked again so a row another claimer took in between is left
+/// out.
 const TAKE: &str = "UPDATE jobs SET status = 'running', lease_owner = $2, lease_until = $3, \
      attempts = attempts + 1, started_at = $1, updated_at = $1";
 
@@ -33,6 +40,8 @@ const PARTITION_CLAIM_LOCK: &str = "splice-jobs:partition-claim";
 const JOBS_CHANNEL: &str = "splice_jobs";
 
 const LAPSED_ON_LAST_ATTEMPT: &str = "the lease of the last attempt expired";
+/// How often a process dead-letters lapsed last attempts.
+const REAP_EVERY_MS: Millis = 1_000;
 
 /// The outcome guard: the job is still the claimed run (`$n` numbering from `first`).
 fn run_guard(first: usize) -> String {
@@ -80,12 +89,17 @@ fn claim_sql(dialect: Dialect, kinds: usize, limited: bool) -> String {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        // Each half walks the claim index in order and stops at the limit: queued jobs by
+        // `run_at`, and the (few) running ones whose lease lapsed.
         format!(
-            "WITH due AS (SELECT id FROM jobs WHERE {DUE}{kinds} \
-             ORDER BY run_at, id LIMIT $4{lock})"
+            "WITH due AS (SELECT id, run_at FROM (SELECT id, run_at FROM jobs \
+             WHERE status = 'queued' AND run_at <= $1{kinds} ORDER BY run_at, id LIMIT $4{lock}) \
+             AS queued UNION ALL SELECT id, run_at FROM (SELECT id, run_at FROM jobs \
+             WHERE status = 'running' AND lease_until < $1 AND attempts < max_attempts{kinds} \
+             ORDER BY run_at, id LIMIT $4{lock}) AS lapsed ORDER BY run_at, id LIMIT $4)"
         )
     };
-    format!("{due} {TAKE} WHERE id IN (SELECT id FROM due) AND {DUE} RETURNING *")
+    format!("{due} {TAKE} WHERE id IN (SELECT id FROM due) AND {STILL_DUE} RETURNING *")
 }
 
 /// `job_` and 32 hex digits from 128 random bits.
@@ -128,6 +142,37 @@ fn read_job(row: &AnyRow) -> Result<Job> {
 }
 
 impl SqlStore {
+    /// Dead-letters running jobs whose lease lapsed on their last attempt (a job that kills
+    /// its node every time must not cycle forever). Claims never take those, so this runs at
+    /// most once a second per process rather than before every claim.
+    async fn reap_lapsed_last_attempts(&self, claim: &JobClaim<'_>) -> Result<()> {
+        let last = self.last_reap.load(Ordering::Relaxed);
+        if claim.now.saturating_sub(last) < REAP_EVERY_MS && claim.now >= last {
+            return Ok(());
+        }
+        self.last_reap.store(claim.now, Ordering::Relaxed);
+        let sql = format!(
+            "UPDATE jobs SET status = 'failed', last_error = $2, lease_until = NULL, \
+             finished_at = $1, updated_at = $1 WHERE status = 'running' AND lease_until < $1 \
+             AND attempts >= max_attempts{}",
+            kinds_clause(claim.kinds.len(), 3)
+        );
+        let mut lapsed = sqlx::query(&sql)
+            .bind(claim.now)
+            .bind(LAPSED_ON_LAST_ATTEMPT);
+        for kind in claim.kinds {
+            lapsed = lapsed.bind(*kind);
+        }
+        let dead = lapsed.execute(&self.pool).await?.rows_affected();
+        if dead > 0 {
+            tracing::warn!(
+                jobs = dead,
+                "jobs dead-lettered after their last lease expired"
+            );
+        }
+        Ok(())
+    }
+
     /// Binds the run guard's id, lease owner and attempt after the parameters `query` has
     /// bound, and runs it. A job that was never claimed has no run to guard: `None`.
     async fn write_outcome<'q>(
@@ -138,6 +183,7 @@ impl SqlStore {
         let Some(owner) = job.lease_owner.as_deref() else {
             return Ok(None);
         };
+        let _turn = self.write_turn().await;
         let row = query
             .bind(job.id.as_str())
             .bind(owner)
@@ -151,6 +197,7 @@ impl SqlStore {
 #[async_trait]
 impl JobStore for SqlStore {
     async fn enqueue_job(&self, job: &NewJob, now: Millis) -> Result<(Job, bool)> {
+        let turn = self.write_turn().await;
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, kind, partition_key, payload, idempotency_key, status, \
              attempts, max_attempts, run_at, created_at, updated_at) \
@@ -167,6 +214,7 @@ impl JobStore for SqlStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
+        drop(turn);
         if let Some(row) = inserted {
             return Ok((read_job(&row)?, true));
         }
@@ -187,35 +235,8 @@ impl JobStore for SqlStore {
 
     async fn claim_jobs(&self, claim: &JobClaim<'_>) -> Result<Vec<Job>> {
         let limited = claim.max_running_per_partition.is_some();
-        let mut tx = self.pool.begin().await?;
-        if limited && self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(PARTITION_CLAIM_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
-
-        // A lapsed job on its last attempt is a dead letter, not another run: a job that kills
-        // its node every time must not cycle forever.
-        let sql = format!(
-            "UPDATE jobs SET status = 'failed', last_error = $2, lease_until = NULL, \
-             finished_at = $1, updated_at = $1 WHERE status = 'running' AND lease_until < $1 \
-             AND attempts >= max_attempts{}",
-            kinds_clause(claim.kinds.len(), 3)
-        );
-        let mut lapsed = sqlx::query(&sql)
-            .bind(claim.now)
-            .bind(LAPSED_ON_LAST_ATTEMPT);
-        for kind in claim.kinds {
-            lapsed = lapsed.bind(*kind);
-        }
-        let dead = lapsed.execute(&mut *tx).await?.rows_affected();
-        if dead > 0 {
-            tracing::warn!(
-                jobs = dead,
-                "jobs dead-lettered after their last lease expired"
-            );
-        }
+        let _turn = self.write_turn().await;
+        self.reap_lapsed_last_attempts(claim).await?;
 
         let sql = claim_sql(self.dialect, claim.kinds.len(), limited);
         let mut query = sqlx::query(&sql)
@@ -229,8 +250,20 @@ impl JobStore for SqlStore {
         for kind in claim.kinds {
             query = query.bind(*kind);
         }
-        let rows = query.fetch_all(&mut *tx).await?;
-        tx.commit().await?;
+        // One statement, so one round trip; only a partition limit needs a transaction, to
+        // hold the lock that serializes those claims.
+        let rows = if limited && self.dialect == Dialect::Postgres {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(PARTITION_CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            rows
+        } else {
+            query.fetch_all(&self.pool).await?
+        };
 
         let mut jobs = rows.iter().map(read_job).collect::<Result<Vec<_>>>()?;
         jobs.sort_by(|a, b| (a.run_at, &a.id).cmp(&(b.run_at, &b.id)));

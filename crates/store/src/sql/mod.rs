@@ -13,6 +13,7 @@ mod jobs;
 mod sessions;
 mod webhooks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use splice_crypto::Cipher;
@@ -72,6 +73,12 @@ pub struct SqlStore {
     cipher: Cipher,
     /// Kept for connections outside the pool (PostgreSQL `LISTEN`).
     url: String,
+    /// On SQLite, the busiest writers (the job queue, the invocation log) queue here for
+    /// the database's single write lock, in order, instead of retrying on `SQLITE_BUSY` with
+    /// sleeps that starve some of them for seconds under load.
+    writers: Arc<tokio::sync::Mutex<()>>,
+    /// When this process last dead-lettered lapsed last attempts (see `jobs`).
+    last_reap: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Why the store could not be opened.
@@ -140,6 +147,8 @@ impl SqlStore {
             dialect,
             cipher,
             url,
+            writers: Arc::default(),
+            last_reap: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
         })
     }
 
@@ -157,6 +166,14 @@ impl SqlStore {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Waits for this process's turn to write, on SQLite; PostgreSQL needs no turn.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.dialect {
+            Dialect::Sqlite => Some(self.writers.lock().await),
+            Dialect::Postgres => None,
+        }
     }
 
     async fn check_master_key(&self) -> Result<(), OpenError> {
@@ -237,6 +254,10 @@ fn session_setup(dialect: Dialect, statement_timeout: Option<Duration>) -> Vec<S
             "PRAGMA synchronous = NORMAL".into(),
             "PRAGMA foreign_keys = ON".into(),
             "PRAGMA busy_timeout = 5000".into(),
+            // 32 MiB of page cache per connection (the default is 2 MiB): the job queue and
+            // the invocation log are read and written constantly.
+            "PRAGMA cache_size = -32768".into(),
+            "PRAGMA mmap_size = 1073741824".into(),
         ],
         Dialect::Postgres => match statement_timeout {
             Some(t) => vec![format!("SET statement_timeout = {}", t.as_millis())],
