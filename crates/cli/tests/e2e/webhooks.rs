@@ -282,6 +282,26 @@ async fn asana_hook_secrets_are_kept_from_the_handshake_and_checked() {
     });
     let (status, created) = app.post("/v1/connectors", &connector).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    // Webhook sections Splice could not verify are refused when the connector is written.
+    for (webhook, complaint) in [
+        (json!({"provider": "telepathy"}), "config.webhook.provider"),
+        (
+            json!({"provider": "generic", "secret": "s"}),
+            "config.webhook.scheme is required",
+        ),
+        (
+            json!({"provider": "generic", "secret": "s", "scheme": {"scheme": "rot13"}}),
+            "config.webhook.scheme:",
+        ),
+    ] {
+        let mut bad = connector.clone();
+        bad["id"] = json!("asana-bad");
+        bad["config"]["webhook"] = webhook;
+        let (status, refused) = app.post("/v1/connectors", &bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        assert!(refused.to_string().contains(complaint), "{refused}");
+    }
     let post = |path: &str, headers: Vec<(&'static str, String)>, body: &str| {
         let mut request = app
             .request(Method::POST, path)

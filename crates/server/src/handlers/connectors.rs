@@ -215,7 +215,34 @@ fn parse_provider(state: &AppState, name: &str, config: Value) -> ApiResult<Conn
             ));
         }
     }
+    if let Some(webhook) = &parsed.webhook {
+        check_webhook(name, webhook)?;
+    }
     Ok(ConnectorConfig::Provider(parsed))
+}
+
+/// A webhook section must name a format Splice reads, with a scheme it can verify.
+fn check_webhook(provider: &str, webhook: &splice_domain::WebhookConfig) -> ApiResult<()> {
+    use splice_webhooks::{ProviderKind, Scheme};
+    use std::str::FromStr;
+    let kind = match &webhook.provider {
+        Some(name) => ProviderKind::from_str(name).map_err(|_| {
+            ApiError::invalid(format!(
+                "config.webhook.provider {name:?} is not a known format"
+            ))
+        })?,
+        None => ProviderKind::from_str(provider).unwrap_or(ProviderKind::Generic),
+    };
+    match &webhook.scheme {
+        Some(scheme) => serde_json::from_value::<Scheme>(scheme.clone())
+            .map(drop)
+            .map_err(|e| ApiError::invalid(format!("config.webhook.scheme: {e}"))),
+        None if kind.default_scheme().is_none() => Err(ApiError::invalid(format!(
+            "config.webhook.scheme is required for the {} format",
+            kind.as_str()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn parse_oauth2(config: Value) -> ApiResult<ConnectorConfig> {
