@@ -285,15 +285,25 @@ impl Isolate {
         request: &Request,
         budget: &mut Budget,
     ) -> Result<Response, InvokeError> {
-        let promise = self.step(budget, &scope.context, |ctx| {
+        // A handler that finished synchronously answers at once; a promise is driven.
+        let answer = self.step(budget, &scope.context, |ctx| {
             let dispatch = scope.dispatch.clone().restore(ctx)?;
             let instance = scope.instance.clone().restore(ctx)?;
             let request = request_to_js(ctx, request)?;
-            let promise: Promise<'_> = dispatch.call((instance, request))?;
-            Ok(Persistent::save(ctx, promise))
+            let value: Value<'_> = dispatch.call((instance, request))?;
+            Ok(match value.as_promise() {
+                Some(promise) => Err(Persistent::save(ctx, promise.clone())),
+                None => Ok(Persistent::save(ctx, value)),
+            })
         })?;
-
-        let value = self.drive(&scope.context, promise, budget).await?;
+        let value = match answer {
+            Ok(value) => {
+                // Promise jobs the handler queued run now, not in the next invocation.
+                self.run_jobs(budget)?;
+                value
+            }
+            Err(promise) => self.drive(&scope.context, promise, budget).await?,
+        };
         self.step(budget, &scope.context, |ctx| {
             response_from_js(&value.restore(ctx)?)
         })

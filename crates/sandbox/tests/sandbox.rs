@@ -947,3 +947,44 @@ async fn tasks_run_their_handler_with_the_payload_and_return_its_result() {
     let routed = ok(engine.invoke(&program, get("/double")).await);
     assert_eq!(routed.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_handlers_answer_without_a_promise_and_their_jobs_run_in_the_same_call() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/sync', (ctx) => {\n\
+           Promise.resolve().then(() => console.log('queued by', ctx.path));\n\
+           ctx.status = 201;\n\
+           ctx.body = { sync: true };\n\
+         });\n\
+         router.get('/thrown', (ctx) => { ctx.throw(409, 'taken', 'already_there'); });\n\
+         router.get('/broken', () => { throw new TypeError('nope'); });\n\
+         router.get('/later', async (ctx) => { await null; ctx.throw(402, 'pay', 'payment'); });",
+    );
+    let program = program("sync", 1, &source);
+
+    let invocation = engine.invoke(&program, get("/sync")).await;
+    let logs: Vec<_> = invocation.logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(logs, ["queued by /sync"]);
+    let response = ok(invocation);
+    assert_eq!(response.status, 201);
+    assert_eq!(json(&response), serde_json::json!({ "sync": true }));
+
+    let thrown = ok(engine.invoke(&program, get("/thrown")).await);
+    assert_eq!(thrown.status, 409);
+    assert_eq!(json(&thrown)["error"]["code"], "already_there");
+    let later = ok(engine.invoke(&program, get("/later")).await);
+    assert_eq!(later.status, 402);
+
+    let broken = engine.invoke(&program, get("/broken")).await;
+    match broken.result {
+        Err(InvokeError::Exception { message, .. }) => {
+            assert!(message.contains("nope"), "{message}")
+        }
+        other => panic!("expected an exception, got {other:?}"),
+    }
+    // The next call after the queued job and the failure is clean.
+    let again = engine.invoke(&program, get("/sync")).await;
+    assert_eq!(again.logs.len(), 1);
+}

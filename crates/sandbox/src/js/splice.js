@@ -787,8 +787,12 @@ async function runCron(integration, raw) {
   return { status: 204, headers: [], body: undefined };
 }
 
-/** Runs one request through an integration's router (or a task); called by the sandbox. */
-async function dispatch(integration, raw) {
+/**
+ * Runs one request through an integration's router (or a background handler); called by the
+ * sandbox. A handler that finishes synchronously gets its response back synchronously, with
+ * no promise in between; one that returns a promise gets a promise of the response.
+ */
+function dispatch(integration, raw) {
   // Timers left by earlier invocations can never fire: their host operations were dropped.
   timers.clear();
   if (raw.kind === "task") return runTask(integration, raw);
@@ -806,13 +810,31 @@ async function dispatch(integration, raw) {
   }
 
   const ctx = new Context(raw, found.params);
+  let pending;
   try {
-    await found.handler(ctx);
+    pending = found.handler(ctx);
   } catch (e) {
-    if (e instanceof HttpError) return errorResponse(e.status, e.code, e.message);
-    throw e;
+    return thrownResponse(e);
+  }
+  if (pending !== null && typeof pending === "object" && typeof pending.then === "function") {
+    return finishLater(ctx, pending);
   }
   return ctx[FINISH]();
+}
+
+async function finishLater(ctx, pending) {
+  try {
+    await pending;
+  } catch (e) {
+    return thrownResponse(e);
+  }
+  return ctx[FINISH]();
+}
+
+/** `ctx.throw` answers with its status; anything else fails the invocation. */
+function thrownResponse(e) {
+  if (e instanceof HttpError) return errorResponse(e.status, e.code, e.message);
+  throw e;
 }
 
 /** Why a default export cannot serve requests, or null when it can. */
