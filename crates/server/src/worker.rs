@@ -366,19 +366,12 @@ async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
             else {
                 continue;
             };
-            let payload = json!({
-                "integration": install.integration,
-                "install": install.id,
-                "name": name,
-                "type": job.payload["type"],
-                "event": job.payload["event"],
-            });
-            let mut event = NewJob::new(EVENT_JOB, payload, now_millis());
-            event.partition = Some(install.integration.to_string());
-            event.idempotency_key = Some(format!("event:{}:{}", job.id, install.id));
-            state
-                .store
-                .enqueue_job(&event, now_millis())
+            let target = EventTarget {
+                integration: &install.integration,
+                install: Some(install.id.as_str()),
+                name: &name,
+            };
+            enqueue_event(state, job, &target)
                 .await
                 .map_err(store_error)?;
             routed.push(install.id.to_string());
@@ -400,20 +393,12 @@ async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
         else {
             continue;
         };
-        let payload = json!({
-            "integration": integration.id,
-            "install": null,
-            "unmatched": true,
-            "name": name,
-            "type": job.payload["type"],
-            "event": job.payload["event"],
-        });
-        let mut event = NewJob::new(EVENT_JOB, payload, now_millis());
-        event.partition = Some(integration.id.to_string());
-        event.idempotency_key = Some(format!("event:{}:{}", job.id, integration.id));
-        state
-            .store
-            .enqueue_job(&event, now_millis())
+        let target = EventTarget {
+            integration: &integration.id,
+            install: None,
+            name: &name,
+        };
+        enqueue_event(state, job, &target)
             .await
             .map_err(store_error)?;
         unmatched.push(integration.id.to_string());
@@ -424,6 +409,36 @@ async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
         state.jobs_enqueued();
     }
     Ok(json!({ "installs": routed, "unmatched": unmatched }))
+}
+
+/// Where one provider event goes: an install's handler, or (no install) the integration's
+/// handler for unmatched events; `name` is the connector's name in that integration's code.
+struct EventTarget<'a> {
+    integration: &'a IntegrationId,
+    install: Option<&'a str>,
+    name: &'a str,
+}
+
+/// Queues one `integration.event` job for a routed webhook, once per webhook and target.
+async fn enqueue_event(
+    state: &AppState,
+    webhook: &Job,
+    target: &EventTarget<'_>,
+) -> Result<(), splice_store::StoreError> {
+    let payload = json!({
+        "integration": target.integration,
+        "install": target.install,
+        "unmatched": target.install.is_none(),
+        "name": target.name,
+        "type": webhook.payload["type"],
+        "event": webhook.payload["event"],
+    });
+    let mut event = NewJob::new(EVENT_JOB, payload, now_millis());
+    event.partition = Some(target.integration.to_string());
+    let scope = target.install.unwrap_or(target.integration.as_str());
+    event.idempotency_key = Some(format!("event:{}:{scope}", webhook.id));
+    state.store.enqueue_job(&event, now_millis()).await?;
+    Ok(())
 }
 
 /// Runs an install's event handler for one provider event.
