@@ -19,7 +19,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use splice_domain::{ConnectorId, Event, IntegrationId, InvocationRecord, now_millis};
 use splice_sandbox::{Request, RequestKind};
-use splice_store::{Job, JobClaim, NewJob, retry_delay};
+use splice_store::{Announcement, Job, JobClaim, NewJob, retry_delay};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -103,15 +103,20 @@ impl JobSignals {
     }
 }
 
-/// Where the store can announce jobs to other nodes, listens for their announcements (waking
-/// every idle local worker) and sends ours.
+/// Where the store can announce to other nodes (PostgreSQL), listens: enqueued jobs wake the
+/// claim loop, deploys drop stale programs. Sends this node's job announcements too.
+///
+/// While the listener is down, announcements may be missed: the program cache goes back to
+/// checking versions, and a ping (`"*"`) every second tells when the listener hears again.
 pub fn spawn_announcements(state: AppState) {
     tokio::spawn(async move {
         let mut listener = loop {
-            match state.store.listen_for_jobs().await {
+            match state.store.listen().await {
                 Ok(Some(listener)) => break listener,
                 Ok(None) => return,
-                Err(err) => tracing::warn!(error = %err, "listening for jobs failed; retrying"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "listening for announcements failed; retrying")
+                }
             }
             tokio::time::sleep(IDLE_POLL).await;
         };
@@ -124,13 +129,40 @@ pub fn spawn_announcements(state: AppState) {
                 }
             }
         });
+        state.programs.set_listening(true);
         loop {
             match listener.next().await {
-                Ok(()) => state.jobs.ready.notify_one(),
+                Ok(Announcement::Jobs) => state.jobs.ready.notify_one(),
+                Ok(Announcement::Deployed(what)) => {
+                    state.programs.announced(&what);
+                    if !state.programs.is_listening() {
+                        state.programs.set_listening(true);
+                        tracing::info!("announcements heard again");
+                    }
+                }
+                Ok(Announcement::Lost) => deaf(&state),
                 Err(err) => {
-                    tracing::warn!(error = %err, "job announcements lost; reconnecting");
+                    tracing::warn!(error = %err, "announcements lost; reconnecting");
+                    deaf(&state);
                     tokio::time::sleep(IDLE_POLL).await;
                 }
+            }
+        }
+    });
+}
+
+/// The listener may have missed announcements: check versions again, and ping until it hears.
+fn deaf(state: &AppState) {
+    if !state.programs.is_listening() {
+        return;
+    }
+    state.programs.set_listening(false);
+    let state = state.clone();
+    tokio::spawn(async move {
+        while !state.programs.is_listening() {
+            tokio::time::sleep(IDLE_POLL).await;
+            if let Err(err) = state.store.announce_deploy("*").await {
+                tracing::debug!(error = %err, "announcement ping failed");
             }
         }
     });

@@ -430,22 +430,43 @@ pub trait JobStore: Send + Sync {
     async fn announce_jobs(&self) -> Result<()> {
         Ok(())
     }
-    /// Hears [`announce_jobs`](Self::announce_jobs) from every node, or `None` where there
-    /// is nothing to hear.
-    async fn listen_for_jobs(&self) -> Result<Option<JobAnnouncements>> {
+    /// Tells every node that an integration was deployed or deleted (`"*"`: anything may have
+    /// changed), so they drop what they cached of it.
+    async fn announce_deploy(&self, integration: &str) -> Result<()> {
+        let _ = integration;
+        Ok(())
+    }
+    /// Hears the announcements of every node, or `None` where there is nothing to hear.
+    async fn listen(&self) -> Result<Option<Announcements>> {
         Ok(None)
     }
 }
 
-/// Announcements of enqueued jobs from every node (a PostgreSQL `LISTEN` connection).
-pub struct JobAnnouncements(pub(crate) sqlx::postgres::PgListener);
+/// What a node heard from the others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Announcement {
+    /// Jobs were enqueued.
+    Jobs,
+    /// An integration was deployed or deleted; `"*"` for any.
+    Deployed(String),
+    /// The connection was lost: announcements may have been missed. The next call to
+    /// [`Announcements::next`] reconnects.
+    Lost,
+}
 
-impl JobAnnouncements {
-    /// Waits for the next announcement. After a lost connection the listener reconnects and
-    /// returns at once, since announcements may have been missed meanwhile.
-    pub async fn next(&mut self) -> Result<()> {
-        self.0.try_recv().await?;
-        Ok(())
+/// Announcements from every node (a PostgreSQL `LISTEN` connection).
+pub struct Announcements(pub(crate) sqlx::postgres::PgListener);
+
+impl Announcements {
+    /// Waits for the next announcement.
+    pub async fn next(&mut self) -> Result<Announcement> {
+        let Some(notification) = self.0.try_recv().await? else {
+            return Ok(Announcement::Lost);
+        };
+        Ok(match notification.channel() {
+            sql::DEPLOYS_CHANNEL => Announcement::Deployed(notification.payload().to_owned()),
+            _ => Announcement::Jobs,
+        })
     }
 }
 

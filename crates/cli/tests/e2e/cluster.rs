@@ -1,5 +1,5 @@
 //! Two nodes over one PostgreSQL database behave as one platform: a session started on one
-//! node completes on the other, a deploy on one is what the other runs next, concurrent
+//! node completes on the other, a deploy on one is announced to and run by the other, concurrent
 //! refreshes across nodes reach the provider once, and a killed node loses nothing.
 //!
 //! Skipped (with a note) when `SPLICE_TEST_DATABASE_URL` is not set; CI always sets it.
@@ -149,7 +149,8 @@ async fn two_nodes_serve_one_flow_and_see_each_others_deploys() {
     }
     assert_eq!(idp.stats().await.grants("refresh_token"), 1);
 
-    // A deploy on node A is what node B runs on its very next invocation.
+    // A deploy on node A is announced to node B, which runs it from then on (the
+    // announcement travels through PostgreSQL, so give it a moment).
     deploy(
         a,
         "whoami",
@@ -157,9 +158,19 @@ async fn two_nodes_serve_one_flow_and_see_each_others_deploys() {
         json!({"idp": "idp"}),
     )
     .await;
-    let (status, body) = call(b).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let body = loop {
+        let (status, body) = call(b).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["version"] == "two" || tokio::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(body["version"], "two", "{body}");
+    for node in [a, b] {
+        assert_eq!(call(node).await.1["version"], "two");
+    }
 
     // Readiness checks the shared database.
     let (status, body) = b.get("/ready").await;

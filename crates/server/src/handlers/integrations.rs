@@ -95,6 +95,10 @@ pub async fn deploy_integration(
         bytecode,
     }));
     state.engine.evict(stored.id.as_str());
+    let announced = format!("{}@{}", stored.id, stored.meta.version);
+    if let Err(err) = state.store.announce_deploy(&announced).await {
+        tracing::warn!(error = %err, "announcing the deploy failed; other nodes reload on their own check");
+    }
     tracing::info!(integration.id = %stored.id, version = stored.meta.version, "integration deployed");
     let status = if created {
         StatusCode::CREATED
@@ -189,6 +193,9 @@ pub async fn delete_integration(
     }
     state.programs.remove(&id);
     state.engine.evict(id.as_str());
+    if let Err(err) = state.store.announce_deploy(id.as_str()).await {
+        tracing::warn!(error = %err, "announcing the deletion failed");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

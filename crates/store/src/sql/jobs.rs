@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 
 use super::{Dialect, SqlStore, from_json, parse_column, to_json};
 use crate::{
-    Job, JobAnnouncements, JobClaim, JobQuery, JobStatus, JobStore, NewJob, Result, StoreError,
+    Announcements, Job, JobClaim, JobQuery, JobStatus, JobStore, NewJob, Result, StoreError,
 };
 
 /// Which jobs a claim may take: queued and due, or running under a lapsed lease.
@@ -38,6 +38,8 @@ const PARTITION_CLAIM_LOCK: &str = "splice-jobs:partition-claim";
 
 /// The PostgreSQL notification channel on which nodes announce enqueued jobs.
 const JOBS_CHANNEL: &str = "splice_jobs";
+/// The channel on which nodes announce deploys (the payload is the integration id, or `*`).
+pub(crate) const DEPLOYS_CHANNEL: &str = "splice_deploys";
 
 const LAPSED_ON_LAST_ATTEMPT: &str = "the lease of the last attempt expired";
 /// How often a process dead-letters lapsed last attempts.
@@ -408,12 +410,23 @@ impl JobStore for SqlStore {
         Ok(())
     }
 
-    async fn listen_for_jobs(&self) -> Result<Option<JobAnnouncements>> {
+    async fn announce_deploy(&self, integration: &str) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(DEPLOYS_CHANNEL)
+                .bind(integration)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn listen(&self) -> Result<Option<Announcements>> {
         if self.dialect != Dialect::Postgres {
             return Ok(None);
         }
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
-        listener.listen(JOBS_CHANNEL).await?;
-        Ok(Some(JobAnnouncements(listener)))
+        listener.listen_all([JOBS_CHANNEL, DEPLOYS_CHANNEL]).await?;
+        Ok(Some(Announcements(listener)))
     }
 }

@@ -10,6 +10,7 @@ mod installs;
 mod integrations;
 mod invocations;
 mod jobs;
+pub(crate) use jobs::DEPLOYS_CHANNEL;
 mod sessions;
 mod webhooks;
 
