@@ -7,6 +7,7 @@
 
 mod auth;
 mod credentials;
+mod enqueue;
 mod error;
 mod extract;
 mod handlers;
@@ -89,6 +90,8 @@ pub struct Inner {
     pub session_ttl: Duration,
     /// Wakes workers when jobs are enqueued.
     pub jobs: Arc<worker::JobSignals>,
+    /// Writes concurrently enqueued jobs (webhook intake) in batches.
+    pub enqueuer: enqueue::Enqueuer,
     /// Tokens recently handed to integration code; cleared when this node changes
     /// connectors, identities or installs.
     pub token_cache: Arc<host::TokenCache>,
@@ -134,6 +137,7 @@ impl AppState {
         );
         let engine = Arc::new(Engine::new(config.sandbox.clone(), Arc::new(host)));
         let recorder = recorder::Recorder::start(store.clone());
+        let store_for_enqueue = store.clone();
         let state = Self(Arc::new(Inner {
             store,
             tokens,
@@ -148,6 +152,7 @@ impl AppState {
             session_ttl: config.session_ttl,
             jobs,
             token_cache,
+            enqueuer: enqueue::Enqueuer::start(store_for_enqueue),
             task_wall: config.task_wall,
             task_retention: config.task_retention,
             queue_poll: config.queue_poll,

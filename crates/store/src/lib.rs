@@ -388,6 +388,9 @@ pub trait JobStore: Send + Sync {
     /// Stores a queued job; returns it and whether it was created. With an idempotency key
     /// that is already stored, returns the stored job (whatever its status) and `false`.
     async fn enqueue_job(&self, job: &NewJob, now: Millis) -> Result<(Job, bool)>;
+    /// [`enqueue_job`](Self::enqueue_job) for many jobs in few statements; the answers are in
+    /// the order of `jobs`. Two jobs of one batch with the same key are one job.
+    async fn enqueue_jobs(&self, jobs: &[NewJob], now: Millis) -> Result<Vec<(Job, bool)>>;
     /// Atomically takes up to `limit` due jobs, oldest `run_at` first: queued ones due by
     /// `now`, and running ones whose lease lapsed. Each becomes running under the worker's
     /// lease with its attempt counted. Lapsed jobs with no attempt left become dead letters

@@ -174,7 +174,7 @@ pub async fn receive_webhook(
     let mut job = NewJob::new(WEBHOOK_JOB, payload, now_millis());
     job.partition = Some(id.to_string());
     job.idempotency_key = info.dedupe_key().map(|key| format!("webhook:{id}:{key}"));
-    let (stored, created) = state.store.enqueue_job(&job, now_millis()).await?;
+    let (stored, created) = state.enqueuer.enqueue(job).await?;
     state.jobs_enqueued();
     tracing::info!(connector.id = %id, job.id = %stored.id, duplicate = !created, event = %info.event_type, "webhook accepted");
     Ok((

@@ -4,6 +4,7 @@
 //! and PostgreSQL except for how a claim keeps other claimers out (see [`claim_sql`]). Waking
 //! workers, the worker loop and the handlers live above the store.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -42,6 +43,10 @@ const JOBS_CHANNEL: &str = "splice_jobs";
 pub(crate) const DEPLOYS_CHANNEL: &str = "splice_deploys";
 
 const LAPSED_ON_LAST_ATTEMPT: &str = "the lease of the last attempt expired";
+/// Columns bound per enqueued job, and jobs per `INSERT` (well under both databases'
+/// parameter limits).
+const ENQUEUE_COLUMNS: usize = 8;
+const JOBS_PER_INSERT: usize = 100;
 /// How often a process dead-letters lapsed last attempts.
 const REAP_EVERY_MS: Millis = 1_000;
 
@@ -199,40 +204,85 @@ impl SqlStore {
 #[async_trait]
 impl JobStore for SqlStore {
     async fn enqueue_job(&self, job: &NewJob, now: Millis) -> Result<(Job, bool)> {
-        let turn = self.write_turn().await;
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, kind, partition_key, payload, idempotency_key, status, \
-             attempts, max_attempts, run_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $7, $8, $8) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
-        )
-        .bind(new_job_id())
-        .bind(&job.kind)
-        .bind(&job.partition)
-        .bind(to_json(&job.payload))
-        .bind(&job.idempotency_key)
-        .bind(i64::from(job.max_attempts))
-        .bind(job.run_at)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        drop(turn);
-        if let Some(row) = inserted {
-            return Ok((read_job(&row)?, true));
+        let mut stored = self.enqueue_jobs(std::slice::from_ref(job), now).await?;
+        stored
+            .pop()
+            .ok_or_else(|| StoreError::Missing("the enqueued job".into()))
+    }
+
+    async fn enqueue_jobs(&self, jobs: &[NewJob], now: Millis) -> Result<Vec<(Job, bool)>> {
+        let ids: Vec<String> = jobs.iter().map(|_| new_job_id()).collect();
+        let mut created: HashMap<String, Job> = HashMap::with_capacity(jobs.len());
+        for (chunk, chunk_ids) in jobs
+            .chunks(JOBS_PER_INSERT)
+            .zip(ids.chunks(JOBS_PER_INSERT))
+        {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = |c: usize| format!("${}", i * ENQUEUE_COLUMNS + c);
+                    format!(
+                        "({}, {}, {}, {}, {}, 'queued', 0, {}, {}, {}, {})",
+                        p(1),
+                        p(2),
+                        p(3),
+                        p(4),
+                        p(5),
+                        p(6),
+                        p(7),
+                        p(8),
+                        p(8)
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO jobs (id, kind, partition_key, payload, idempotency_key, status, \
+                 attempts, max_attempts, run_at, created_at, updated_at) VALUES {} \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (job, id) in chunk.iter().zip(chunk_ids) {
+                query = query
+                    .bind(id.as_str())
+                    .bind(&job.kind)
+                    .bind(&job.partition)
+                    .bind(to_json(&job.payload))
+                    .bind(&job.idempotency_key)
+                    .bind(i64::from(job.max_attempts))
+                    .bind(job.run_at)
+                    .bind(now);
+            }
+            let turn = self.write_turn().await;
+            let inserted = query.fetch_all(&self.pool).await?;
+            drop(turn);
+            for row in &inserted {
+                let job = read_job(row)?;
+                created.insert(job.id.clone(), job);
+            }
         }
 
-        // The key is taken: the conflicting insert has committed, so this read finds it.
-        let key = job.idempotency_key.as_deref().unwrap_or_default();
-        let existing = sqlx::query("SELECT * FROM jobs WHERE idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        match existing {
-            Some(row) => Ok((read_job(&row)?, false)),
-            None => Err(StoreError::Missing(format!(
-                "job with idempotency key {key:?}"
-            ))),
+        let mut stored = Vec::with_capacity(jobs.len());
+        for (job, id) in jobs.iter().zip(ids) {
+            if let Some(new) = created.remove(&id) {
+                stored.push((new, true));
+                continue;
+            }
+            // The key is taken (by a committed job, or an earlier one of this batch).
+            let key = job.idempotency_key.as_deref().unwrap_or_default();
+            let existing = sqlx::query("SELECT * FROM jobs WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+            match existing {
+                Some(row) => stored.push((read_job(&row)?, false)),
+                None => {
+                    return Err(StoreError::Missing(format!(
+                        "job with idempotency key {key:?}"
+                    )));
+                }
+            }
         }
+        Ok(stored)
     }
 
     async fn claim_jobs(&self, claim: &JobClaim<'_>) -> Result<Vec<Job>> {

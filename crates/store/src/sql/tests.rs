@@ -108,6 +108,7 @@ storage_suite!(
     hook_secrets_are_sealed_and_the_first_one_stays,
     jobs_round_trip_with_payload_and_result,
     an_idempotency_key_returns_the_stored_job,
+    a_batch_enqueues_in_order_and_keys_dedupe_within_and_across,
     jobs_wait_for_their_run_at_and_kind,
     claims_take_the_oldest_due_first_up_to_the_limit,
     a_lapsed_lease_is_reclaimed_and_the_stale_run_refused,
@@ -987,6 +988,46 @@ async fn jobs_round_trip_with_payload_and_result(_db: &TestDb, store: SqlStore) 
             .is_empty()
     );
     assert_eq!(store.get_job("job_missing").await.unwrap(), None);
+}
+
+async fn a_batch_enqueues_in_order_and_keys_dedupe_within_and_across(
+    _db: &TestDb,
+    store: SqlStore,
+) {
+    let keyed = |n: i64, key: &str| NewJob {
+        idempotency_key: Some(key.into()),
+        ..new_job("webhook.event", n, 1_000)
+    };
+    let (earlier, _) = store.enqueue_job(&keyed(0, "k:old"), 900).await.unwrap();
+
+    // 250 jobs: more than one statement's worth, with repeats inside the batch and a key
+    // stored before.
+    let mut batch: Vec<NewJob> = (1..=247)
+        .map(|n| new_job("integration.task", n, 1_000))
+        .collect();
+    batch.push(keyed(248, "k:new"));
+    batch.push(keyed(249, "k:new"));
+    batch.push(keyed(250, "k:old"));
+    let stored = store.enqueue_jobs(&batch, 1_000).await.unwrap();
+    assert_eq!(stored.len(), 250);
+    for (n, (job, created)) in stored.iter().take(247).enumerate() {
+        assert!(created);
+        assert_eq!(job.payload, serde_json::json!({ "n": n + 1 }));
+        assert_eq!(job.status, JobStatus::Queued);
+    }
+    let (first, created) = &stored[247];
+    assert!(created);
+    let (second, created_again) = &stored[248];
+    assert!(!created_again);
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.payload, serde_json::json!({ "n": 248 }));
+    let (old, created) = &stored[249];
+    assert!(!created);
+    assert_eq!(old.id, earlier.id);
+
+    let ids: std::collections::BTreeSet<_> = stored.iter().map(|(j, _)| j.id.clone()).collect();
+    assert_eq!(ids.len(), 249);
+    assert!(store.enqueue_jobs(&[], 1_000).await.unwrap().is_empty());
 }
 
 async fn an_idempotency_key_returns_the_stored_job(_db: &TestDb, store: SqlStore) {
