@@ -343,12 +343,15 @@ impl HostState {
     }
 }
 
-/// A JavaScript delay in milliseconds, capped; anything not positive and finite is none.
+/// A JavaScript delay in milliseconds, capped at `max`.
 fn millis_to_duration(ms: f64, max: Duration) -> Duration {
-    if ms.is_finite() && ms > 0.0 {
-        Duration::from_secs_f64(ms / 1000.0).min(max)
-    } else {
+    // `Infinity` and anything past the cap is the cap; NaN and ≤ 0 are no delay.
+    if ms.is_nan() || ms <= 0.0 {
         Duration::ZERO
+    } else if ms >= max.as_secs_f64() * 1000.0 {
+        max
+    } else {
+        Duration::from_secs_f64(ms / 1000.0)
     }
 }
 
@@ -501,5 +504,22 @@ mod tests {
     fn truncates_on_char_boundaries() {
         assert_eq!(truncate("héllo".to_owned(), 2), "h… [truncated]");
         assert_eq!(truncate("short".to_owned(), 10), "short");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_from_javascript_never_overflow() {
+        let max = Duration::from_secs(60);
+        assert_eq!(millis_to_duration(1500.0, max), Duration::from_millis(1500));
+        assert_eq!(millis_to_duration(1e300, max), max);
+        assert_eq!(millis_to_duration(f64::INFINITY, max), max);
+        assert_eq!(millis_to_duration(f64::MAX, max), max);
+        assert_eq!(millis_to_duration(f64::NAN, max), Duration::ZERO);
+        assert_eq!(millis_to_duration(-5.0, max), Duration::ZERO);
+        assert_eq!(millis_to_duration(f64::NEG_INFINITY, max), Duration::ZERO);
     }
 }

@@ -123,7 +123,7 @@ async fn json_body_in_and_out_with_status_and_headers() {
         .invoke(&program, request("POST", "/sum", "", &headers, "{nope"))
         .await);
     assert_eq!(bad.status, 400);
-    assert_eq!(json(&bad)["error"]["code"], "invalid_json");
+    assert_eq!(json(&bad)["error"]["code"], "malformed_json");
 
     let teapot = ok(engine
         .invoke(&program, request("POST", "/teapot", "", &[], ""))

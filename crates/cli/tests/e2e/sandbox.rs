@@ -123,3 +123,68 @@ async fn runaway_routes_fail_cleanly_and_the_server_keeps_serving() {
     assert_eq!((status, body), (StatusCode::OK, json!({ "ok": true })));
     assert_eq!(app.get("/health").await.0, StatusCode::OK);
 }
+
+const ODD_JS: &str = r#"import { Integration } from "splice";
+
+const integration = new Integration();
+
+integration.router.get("/framing", (ctx) => {
+  ctx.set("content-length", "5");
+  ctx.set("transfer-encoding", "chunked");
+  ctx.set("x-kept", "yes");
+  ctx.body = "h";
+});
+integration.router.get("/throw", (ctx) => { ctx.throw(Number(ctx.query.status), "odd"); });
+integration.router.get("/forever", async (ctx) => {
+  setTimeout(() => {}, 1e300);
+  const { id } = await integration.task.start("later", {}, { delayMs: Number(ctx.query.delay) });
+  ctx.body = { id };
+});
+integration.task.on("later", async () => null);
+
+export default integration;
+"#;
+
+/// What code sets that the platform must not pass on, or must not choke on: framing headers,
+/// a non-error status thrown, delays beyond any cap.
+#[tokio::test]
+async fn odd_values_from_code_are_contained() {
+    let app = TestApp::start().await;
+    deploy(&app, "odd", ODD_JS, json!({})).await;
+
+    let answer = app
+        .send(app.authed(reqwest::Method::GET, "/v1/integrations/odd/api/framing"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.text, "h");
+    assert_eq!(answer.headers["content-length"], "1");
+    assert_eq!(answer.headers["x-kept"], "yes");
+    assert!(answer.headers.get("transfer-encoding").is_none());
+
+    for status in ["99", "302", "700", "NaN"] {
+        let reply = app
+            .get(&format!("/v1/integrations/odd/api/throw?status={status}"))
+            .await;
+        assert_error(
+            &reply,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &["uncaught_exception"],
+        );
+        assert!(error_message(&reply.1).contains("400-599"), "{:?}", reply.1);
+    }
+    let reply = app.get("/v1/integrations/odd/api/throw?status=418").await;
+    assert_eq!(reply.0.as_u16(), 418);
+
+    // A delay of 1e300 ms (or Infinity) is capped, not a crash of the sandbox thread.
+    for delay in ["1e300", "Infinity"] {
+        let (status, body) = app
+            .get(&format!("/v1/integrations/odd/api/forever?delay={delay}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, task) = app
+            .get(&format!("/v1/tasks/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(task["status"], "queued", "{task}");
+    }
+    assert!(!app.logs().contains("panicked"), "{}", app.logs());
+}

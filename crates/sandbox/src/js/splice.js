@@ -34,6 +34,9 @@ const hostError = (e) =>
 /** Thrown by `ctx.throw(status, message)`; becomes an error response. */
 export class HttpError extends Error {
   constructor(status, message, code) {
+    if (!Number.isInteger(status) || status < 400 || status > 599) {
+      throw new RangeError(`ctx.throw needs an error status (400-599), not ${String(status)}`);
+    }
     super(message ?? `request failed with status ${status}`);
     this.name = "HttpError";
     this.status = status;
@@ -463,7 +466,7 @@ class ContextRequest {
       try {
         return JSON.parse(raw);
       } catch {
-        throw new HttpError(400, "request body is not valid JSON", "invalid_json");
+        throw new HttpError(400, "request body is not valid JSON", "malformed_json");
       }
     }
     if (type === "application/x-www-form-urlencoded") return parseQuery(raw);

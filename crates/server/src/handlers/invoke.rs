@@ -104,11 +104,27 @@ fn to_http(response: splice_sandbox::Response) -> Response {
     *http.status_mut() = status;
     for (name, value) in response.headers {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            http.headers_mut().append(name, value);
+            // The body's framing is the server's to set; a wrong length from code would
+            // leave the client waiting for bytes that never come.
+            if !FRAMING_HEADERS.contains(&name.as_str()) {
+                http.headers_mut().append(name, value);
+            }
         }
     }
     http
 }
+
+/// Response headers integration code may not set: framing and connection management.
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
 
 /// The API error for a failed invocation. The message is the integration's own failure,
 /// which its developer needs; the JS stack goes to the invocation log only.
