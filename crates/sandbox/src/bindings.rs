@@ -505,11 +505,6 @@ mod tests {
         assert_eq!(truncate("héllo".to_owned(), 2), "h… [truncated]");
         assert_eq!(truncate("short".to_owned(), 10), "short");
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn delays_from_javascript_never_overflow() {
