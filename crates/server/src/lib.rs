@@ -283,6 +283,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/{id}/deliveries",
             get(subscriptions::list_deliveries),
         )
+        .route("/v1/connectors/{id}/hooks", post(webhooks::open_hook))
         .route("/v1/jobs", get(tasks::list_jobs))
         .route("/v1/jobs/{id}", get(tasks::get_task))
         .route("/v1/jobs/{id}/replay", post(tasks::replay_job))

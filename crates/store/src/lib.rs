@@ -18,6 +18,16 @@ mod sql;
 
 pub use sql::{CopyReport, Dialect, OpenError, PoolSettings, SqlStore, sqlite_url};
 
+/// What became of a secret offered for a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookClaim {
+    Stored,
+    /// The hook has its secret already.
+    Taken,
+    /// No such hook was opened, or it expired before the handshake.
+    NotOpen,
+}
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,16 +81,24 @@ pub trait ConnectorStore: Send + Sync {
     ) -> Result<()>;
     /// Deletes a connector and, by cascade, its identities. False when it did not exist.
     async fn delete_connector(&self, id: &ConnectorId) -> Result<bool>;
-    /// Stores the secret a provider issued for one of the connector's webhooks (Asana's
-    /// handshake). The first secret of a hook stays: false, and nothing written, when the
-    /// hook already has one.
+    /// Opens a hook of the connector, waiting until `expires_at` for the provider's handshake
+    /// to set its secret. False when the hook exists already.
+    async fn open_hook(
+        &self,
+        connector: &ConnectorId,
+        hook: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Stores the secret a provider issued for an open hook (Asana's handshake). Only an
+    /// open, unexpired hook without a secret takes one: the first secret stays.
     async fn add_hook_secret(
         &self,
         connector: &ConnectorId,
         hook: &str,
         secret: &Secret,
         now: Millis,
-    ) -> Result<bool>;
+    ) -> Result<HookClaim>;
     async fn hook_secret(&self, connector: &ConnectorId, hook: &str) -> Result<Option<Secret>>;
 }
 

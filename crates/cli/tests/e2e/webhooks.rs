@@ -268,8 +268,9 @@ async fn a_verified_webhook_reaches_every_matching_install_once() {
     );
 }
 
-/// Asana issues a secret per webhook in an unsigned handshake: Splice echoes it, keeps the
-/// first one per hook (sealed), refuses to replace it, and checks later deliveries with it.
+/// Asana issues a secret per webhook in an unsigned handshake: Splice takes it only for a hook
+/// the application opened, echoes it, keeps the first one (sealed), refuses to replace it,
+/// and checks later deliveries with it.
 #[tokio::test]
 async fn asana_hook_secrets_are_kept_from_the_handshake_and_checked() {
     let app = TestApp::start().await;
@@ -315,6 +316,39 @@ async fn asana_hook_secrets_are_kept_from_the_handshake_and_checked() {
     let hook_secret = format!("{}{}", random_hex(32), random_hex(32));
     let path = "/v1/connectors/asana/webhook?hook=project-1201";
 
+    // A handshake for a hook nobody opened is refused: anyone can send one.
+    let uninvited = post(path, vec![("x-hook-secret", "attacker".into())], "");
+    let answer = app.send(uninvited).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.text);
+    assert_eq!(answer.json()["error"]["code"], "unknown_hook");
+
+    // The application opens the hook, then registers its URL with Asana.
+    let (status, opened) = app
+        .post(
+            "/v1/connectors/asana/hooks",
+            &json!({"name": "project-1201"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    assert_eq!(opened["url"], app.url(path), "{opened}");
+    let (status, again) = app
+        .post(
+            "/v1/connectors/asana/hooks",
+            &json!({"name": "project-1201"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    let (status, generated) = app.post("/v1/connectors/asana/hooks", &json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{generated}");
+    assert!(
+        str_field(&generated, "name").starts_with("hook-"),
+        "{generated}"
+    );
+    let (status, bad) = app
+        .post("/v1/connectors/asana/hooks", &json!({"name": "a&hook=b"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+
     // The handshake is answered with the secret echoed, and the secret is stored.
     let handshake = post(path, vec![("x-hook-secret", hook_secret.clone())], "");
     let answer = app.send(handshake).await;
@@ -359,6 +393,14 @@ async fn asana_hook_secrets_are_kept_from_the_handshake_and_checked() {
     let answer = app.send(unknown).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text);
     assert_eq!(answer.json()["error"]["code"], "unknown_hook");
+
+    // Connectors with a signing secret of their own have no hooks.
+    let stripe = json!({"id": "stripe", "provider": "stripe",
+        "config": {"webhook": {"secret": "whsec_test"}}});
+    let (status, created) = app.post("/v1/connectors", &stripe).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, refused) = app.post("/v1/connectors/stripe/hooks", &json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
 
     let bad_hook = "/v1/connectors/asana/webhook?hook=no%20spaces";
     let answer = app

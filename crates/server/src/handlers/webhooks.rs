@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use splice_domain::{Connector, ConnectorConfig, Secret, now_millis};
-use splice_store::NewJob;
+use splice_store::{HookClaim, NewJob};
 use splice_webhooks::{HandshakeOrder, HandshakeReply, ProviderKind, Scheme, WebhookRequest};
 
 use super::connector_id;
@@ -36,9 +36,14 @@ struct Verifier {
 const DEFAULT_HOOK: &str = "default";
 
 fn hook_name(request: &WebhookRequest<'_>) -> ApiResult<String> {
-    let hook = request
-        .query_param("hook")
-        .unwrap_or_else(|| DEFAULT_HOOK.to_owned());
+    check_hook(
+        request
+            .query_param("hook")
+            .unwrap_or_else(|| DEFAULT_HOOK.to_owned()),
+    )
+}
+
+fn check_hook(hook: String) -> ApiResult<String> {
     let valid = (1..=64).contains(&hook.len())
         && hook
             .bytes()
@@ -119,18 +124,30 @@ pub async fn receive_webhook(
         if let Some(secret) = &reply.secret_to_store {
             let hook = hook_name(&request)?;
             let secret = Secret::new(secret.clone());
-            if !state
+            match state
                 .store
                 .add_hook_secret(&id, &hook, &secret, now_millis())
                 .await?
             {
-                tracing::warn!(connector.id = %id, hook, "hook secret offered again; refused");
-                return Err(ApiError::conflict(format!(
-                    "hook {hook:?} of connector {id} already has a secret; register the webhook \
-                     with another ?hook= name"
-                )));
+                HookClaim::Stored => tracing::info!(connector.id = %id, hook, "hook secret stored"),
+                HookClaim::Taken => {
+                    tracing::warn!(connector.id = %id, hook, "hook secret offered again; refused");
+                    return Err(ApiError::conflict(format!(
+                        "hook {hook:?} of connector {id} already has a secret; open another hook"
+                    )));
+                }
+                HookClaim::NotOpen => {
+                    tracing::warn!(connector.id = %id, hook, "handshake for a hook nobody opened; refused");
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "unknown_hook",
+                        format!(
+                            "hook {hook:?} was not opened (POST /v1/connectors/{id}/hooks) or \
+                             its handshake came too late"
+                        ),
+                    ));
+                }
             }
-            tracing::info!(connector.id = %id, hook, "hook secret stored");
         }
         return Ok(handshake_response(reply));
     }
@@ -199,4 +216,60 @@ fn handshake_response(reply: HandshakeReply) -> Response {
         }
     }
     response
+}
+
+/// How long an opened hook waits for the provider's handshake.
+const HOOK_OPEN_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenHook {
+    /// Letters, digits, `.`, `_`, `-`; generated when absent.
+    name: Option<String>,
+}
+
+/// `POST /v1/connectors/{id}/hooks`: opens a hook for a provider that issues a secret per
+/// webhook in its handshake (Asana). Register the returned URL with the provider within ten
+/// minutes; the handshake then sets the hook's secret, once.
+pub async fn open_hook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    crate::extract::JsonBody(body): crate::extract::JsonBody<OpenHook>,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    let id = connector_id(&id)?;
+    let connector = state
+        .store
+        .get_connector(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("connector {id}")))?;
+    let verifier = verifier(&connector)?;
+    if verifier.kind != ProviderKind::Asana || verifier.secret.is_some() {
+        return Err(ApiError::invalid(
+            "only connectors whose provider issues a secret per webhook (asana, without a \
+             webhook.secret) have hooks",
+        ));
+    }
+    let name = check_hook(
+        body.name
+            .unwrap_or_else(|| format!("hook-{}", splice_crypto::random_token(8))),
+    )?;
+    let url = format!(
+        "{}/v1/connectors/{id}/webhook?hook={name}",
+        state.public_base()
+    );
+    let now = now_millis();
+    let expires_at = now + i64::try_from(HOOK_OPEN_FOR.as_millis()).unwrap_or(i64::MAX);
+    if !state.store.open_hook(&id, &name, expires_at, now).await? {
+        return Err(ApiError::conflict(format!(
+            "hook {name:?} of connector {id} exists"
+        )));
+    }
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "name": name,
+            "url": url,
+            "expires_at": splice_domain::rfc3339(expires_at),
+        })),
+    ))
 }

@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{SqlStore, conflict_on_unique, from_json, read_meta, to_json};
-use crate::{ConnectorStore, Result, StoreError};
+use crate::{ConnectorStore, HookClaim, Result, StoreError};
 
 fn webhook_context(id: &ConnectorId) -> String {
     format!("connector:{id}:webhook_secret")
@@ -209,25 +209,60 @@ impl ConnectorStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn open_hook(
+        &self,
+        connector: &ConnectorId,
+        hook: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO hook_secrets (connector_id, hook, secret, expires_at, created_at) \
+             VALUES ($1, $2, NULL, $3, $4) ON CONFLICT (connector_id, hook) DO NOTHING",
+        )
+        .bind(connector.as_str())
+        .bind(hook)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn add_hook_secret(
         &self,
         connector: &ConnectorId,
         hook: &str,
         secret: &Secret,
         now: Millis,
-    ) -> Result<bool> {
+    ) -> Result<HookClaim> {
         let sealed = self.seal(&hook_context(connector, hook), secret.expose().as_bytes());
         let done = sqlx::query(
-            "INSERT INTO hook_secrets (connector_id, hook, secret, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (connector_id, hook) DO NOTHING",
+            "UPDATE hook_secrets SET secret = $1 WHERE connector_id = $2 AND hook = $3 \
+             AND secret IS NULL AND expires_at >= $4",
         )
+        .bind(sealed)
         .bind(connector.as_str())
         .bind(hook)
-        .bind(sealed)
         .bind(now)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 1 {
+            return Ok(HookClaim::Stored);
+        }
+        let taken = sqlx::query(
+            "SELECT 1 AS taken FROM hook_secrets WHERE connector_id = $1 AND hook = $2 \
+             AND secret IS NOT NULL",
+        )
+        .bind(connector.as_str())
+        .bind(hook)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(if taken.is_some() {
+            HookClaim::Taken
+        } else {
+            HookClaim::NotOpen
+        })
     }
 
     async fn hook_secret(&self, connector: &ConnectorId, hook: &str) -> Result<Option<Secret>> {
@@ -237,10 +272,13 @@ impl ConnectorStore for SqlStore {
                 .bind(hook)
                 .fetch_optional(&self.pool)
                 .await?;
-        let Some(row) = row else {
+        let Some(sealed) = row
+            .map(|r| r.try_get::<Option<Vec<u8>>, _>("secret"))
+            .transpose()?
+            .flatten()
+        else {
             return Ok(None);
         };
-        let sealed: Vec<u8> = row.try_get("secret")?;
         let plain = self.unseal(&hook_context(connector, hook), &sealed)?;
         let text = String::from_utf8(plain)
             .map_err(|_| StoreError::Corrupt("hook secret is not text".into()))?;

@@ -74,7 +74,8 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ("created_at", Int), ("updated_at", Int), ("version", Int),
     ]),
     ("hook_secrets", &[
-        ("connector_id", Text), ("hook", Text), ("secret", Bytes), ("created_at", Int),
+        ("connector_id", Text), ("hook", Text), ("secret", Bytes), ("expires_at", Int),
+        ("created_at", Int),
     ]),
     ("jobs", &[
         ("id", Text), ("kind", Text), ("partition_key", Text), ("payload", Text),

@@ -248,33 +248,50 @@ async fn hook_secrets_are_sealed_and_the_first_one_stays(_db: &TestDb, store: Sq
     let created = connector("asana", "client-secret-1");
     store.create_connector(&created).await.unwrap();
     let id = &created.id;
-    assert_eq!(store.hook_secret(id, "projects").await.unwrap(), None);
-
     let first = Secret::new("b537207f20cbfa02357cf448134da559e8bd039bb0e0d4cd4d9d9b6f0a0d1ef2");
+    let second = Secret::new("an-impostor-secret");
+
+    // Only an opened hook takes a secret, and only before it expires.
+    let claim = store
+        .add_hook_secret(id, "projects", &first, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(claim, HookClaim::NotOpen);
     assert!(
         store
-            .add_hook_secret(id, "projects", &first, 1_000)
+            .open_hook(id, "projects", 61_000, 1_000)
             .await
             .unwrap()
     );
-    let second = Secret::new("an-impostor-secret");
     assert!(
         !store
-            .add_hook_secret(id, "projects", &second, 2_000)
+            .open_hook(id, "projects", 99_000, 2_000)
             .await
             .unwrap()
     );
-    assert!(
-        store
-            .add_hook_secret(id, "tasks", &second, 2_000)
-            .await
-            .unwrap()
-    );
+    assert_eq!(store.hook_secret(id, "projects").await.unwrap(), None);
+    let claim = store
+        .add_hook_secret(id, "projects", &first, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(claim, HookClaim::Stored);
+    let claim = store
+        .add_hook_secret(id, "projects", &second, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(claim, HookClaim::Taken);
     assert_eq!(
         store.hook_secret(id, "projects").await.unwrap(),
         Some(first.clone())
     );
-    assert_eq!(store.hook_secret(id, "tasks").await.unwrap(), Some(second));
+
+    assert!(store.open_hook(id, "tasks", 10_000, 1_000).await.unwrap());
+    let late = store
+        .add_hook_secret(id, "tasks", &second, 10_001)
+        .await
+        .unwrap();
+    assert_eq!(late, HookClaim::NotOpen);
+    assert_eq!(store.hook_secret(id, "tasks").await.unwrap(), None);
 
     let row = sqlx::query("SELECT secret FROM hook_secrets WHERE hook = 'projects'")
         .fetch_one(&store.pool)
@@ -283,10 +300,15 @@ async fn hook_secrets_are_sealed_and_the_first_one_stays(_db: &TestDb, store: Sq
     let raw: Vec<u8> = row.try_get("secret").unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains(first.expose()));
 
-    // Deleting the connector takes its hook secrets along.
+    // Deleting the connector takes its hooks along.
     assert!(store.delete_connector(id).await.unwrap());
     store.create_connector(&created).await.unwrap();
     assert_eq!(store.hook_secret(id, "projects").await.unwrap(), None);
+    let claim = store
+        .add_hook_secret(id, "projects", &first, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(claim, HookClaim::NotOpen);
 }
 
 async fn connector_update_checks_the_version(_db: &TestDb, store: SqlStore) {
