@@ -66,6 +66,78 @@ impl ApiError {
     }
 }
 
+/// The stable code of an error status the platform answers without a more specific one.
+pub fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    }
+}
+
+/// Marks a response an integration's code produced: its error statuses and bodies are the
+/// integration's own and pass through as they are.
+#[derive(Clone, Copy, Debug)]
+pub struct FromIntegration;
+
+/// Gives every error the platform answers the `{"error":{"code","message"}}` shape, also
+/// those produced below the handlers (a method not allowed, a body over the limit), keeping
+/// their status and headers. Integration responses and HTML pages pass unchanged.
+///
+/// A body announced larger than the server takes is refused before it is read.
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > crate::BODY_LIMIT as u64) {
+        let message = format!("the body is over the limit of {} bytes", crate::BODY_LIMIT);
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            .into_response();
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<FromIntegration>().is_some()
+    {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/json") || content_type.starts_with("text/html") {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let fresh = ApiError::new(status, code_for(status), message).into_response();
+    let (fresh_parts, body) = fresh.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    for (name, value) in &fresh_parts.headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, body)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});

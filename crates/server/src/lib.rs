@@ -313,6 +313,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(health::unknown_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |request: &axum::http::Request<_>| {

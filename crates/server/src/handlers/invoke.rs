@@ -38,7 +38,13 @@ pub async fn invoke_integration(
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, crate::BODY_LIMIT)
         .await
-        .map_err(|e| ApiError::invalid(format!("could not read body: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("could not read the body: {e}"),
+            )
+        })?;
     let install = parts
         .headers
         .get(INSTALL_HEADER)
@@ -102,6 +108,7 @@ fn to_http(response: splice_sandbox::Response) -> Response {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut http = Response::new(Body::from(response.body));
     *http.status_mut() = status;
+    http.extensions_mut().insert(crate::error::FromIntegration);
     for (name, value) in response.headers {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             // The body's framing is the server's to set; a wrong length from code would
