@@ -153,11 +153,19 @@ impl Config {
         {
             bail!("invalid configuration: database_url must start with sqlite:// or postgres://");
         }
-        if self.task_wall_secs == 0 || self.queue_poll_ms == 0 || self.queue_lease_secs < 3 {
-            bail!(
-                "invalid configuration: task_wall_secs and queue_poll_ms must be at least 1, \
-                 queue_lease_secs at least 3"
-            );
+        let minimums = [
+            ("task_wall_secs", self.task_wall_secs, 1),
+            ("queue_poll_ms", self.queue_poll_ms, 1),
+            ("queue_lease_secs", self.queue_lease_secs, 3),
+            ("session_ttl_secs", self.session_ttl_secs, 1),
+        ];
+        for (key, value, least) in minimums {
+            if value < least {
+                bail!("invalid configuration: {key} must be at least {least} (got {value})");
+            }
+        }
+        if self.queue_workers > 1024 {
+            bail!("invalid configuration: queue_workers must be at most 1024");
         }
         if self.sweep_interval_secs == 0 {
             bail!("invalid configuration: sweep_interval_secs must be at least 1");
@@ -241,6 +249,42 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.to_lowercase().contains("refresh_margin_secs"), "{err}");
+            jail.set_env("SPLICE_REFRESH_MARGIN_SECS", "300");
+
+            // Out-of-range values name the one key that is wrong.
+            for (key, value, named, fine) in [
+                (
+                    "SPLICE_QUEUE_LEASE_SECS",
+                    "1",
+                    "queue_lease_secs must be at least 3",
+                    "60",
+                ),
+                (
+                    "SPLICE_QUEUE_POLL_MS",
+                    "0",
+                    "queue_poll_ms must be at least 1",
+                    "1000",
+                ),
+                (
+                    "SPLICE_TASK_WALL_SECS",
+                    "0",
+                    "task_wall_secs must be at least 1",
+                    "900",
+                ),
+                (
+                    "SPLICE_QUEUE_WORKERS",
+                    "100000000",
+                    "queue_workers must be at most",
+                    "16",
+                ),
+            ] {
+                jail.set_env(key, value);
+                let err = Config::load(&ServeFlags::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(named), "{key}: {err}");
+                jail.set_env(key, fine);
+            }
             Ok(())
         });
     }

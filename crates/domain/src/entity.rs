@@ -442,6 +442,21 @@ pub struct InvocationRecord {
     pub logs: serde_json::Value,
 }
 
+/// Every type of [`Event`] Splice records.
+pub const EVENT_TYPES: &[&str] = &[
+    "identity.needs_reauth",
+    "identity.refresh_failed",
+    "identity.dead",
+    "identity.recovered",
+    "connector.misconfigured",
+    "install.created",
+    "install.reconnected",
+    "install.deleted",
+    "task.finished",
+    "task.failed",
+    "job.dead_lettered",
+];
+
 /// Something that happened, recorded for the application (`GET /v1/events`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {

@@ -187,6 +187,8 @@ pub struct TaskRequest {
     pub delay: Duration,
     /// Starting the same task twice with one key queues it once.
     pub idempotency_key: Option<String>,
+    /// Runs before the task is dead-lettered; the host's default when `None`.
+    pub max_attempts: Option<u32>,
 }
 
 /// An outbound HTTP request made by `fetch` in integration code.

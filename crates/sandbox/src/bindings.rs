@@ -58,6 +58,13 @@ struct Settlers {
 
 type Operation = LocalBoxFuture<'static, (u64, Outcome)>;
 
+/// `integration.task.start`'s options, checked by the prelude.
+struct TaskOptions {
+    delay_ms: f64,
+    idempotency_key: Option<String>,
+    max_attempts: Option<u32>,
+}
+
 /// Per-runtime state behind the native functions.
 pub(crate) struct HostState {
     host: Arc<dyn Host>,
@@ -192,8 +199,14 @@ impl HostState {
                                name: String,
                                payload: String,
                                delay_ms: f64,
-                               key: Option<String>| {
-            state.start_task(&ctx, name, &payload, delay_ms, key)
+                               key: Option<String>,
+                               attempts: Option<u32>| {
+            let options = TaskOptions {
+                delay_ms,
+                idempotency_key: key,
+                max_attempts: attempts,
+            };
+            state.start_task(&ctx, name, &payload, options)
         };
         table.set("startTask", Function::new(ctx.clone(), start_task)?)?;
 
@@ -289,8 +302,7 @@ impl HostState {
         ctx: &Ctx<'js>,
         name: String,
         payload: &str,
-        delay_ms: f64,
-        idempotency_key: Option<String>,
+        options: TaskOptions,
     ) -> rquickjs::Result<Promise<'js>> {
         let payload = serde_json::from_str(payload)
             .map_err(|e| Exception::throw_type(ctx, &format!("task payload: {e}")))?;
@@ -298,8 +310,9 @@ impl HostState {
             integration: self.integration.clone(),
             name,
             payload,
-            delay: millis_to_duration(delay_ms, MAX_TASK_DELAY),
-            idempotency_key,
+            delay: millis_to_duration(options.delay_ms, MAX_TASK_DELAY),
+            idempotency_key: options.idempotency_key,
+            max_attempts: options.max_attempts,
         };
         let pending = self.host.start_task(request);
         self.start(ctx, pending.map(Outcome::Task).boxed_local())

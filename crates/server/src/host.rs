@@ -195,7 +195,9 @@ impl Inner {
             name: request.name,
             payload: request.payload,
             run_at: splice_domain::now_millis().saturating_add(delay),
-            max_attempts: worker::DEFAULT_TASK_ATTEMPTS,
+            max_attempts: request
+                .max_attempts
+                .unwrap_or(worker::DEFAULT_TASK_ATTEMPTS),
             idempotency_key: request.idempotency_key,
         };
         let job = worker::enqueue_task(self.store.as_ref(), &self.jobs, task)

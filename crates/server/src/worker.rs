@@ -346,9 +346,15 @@ async fn run_task(state: &AppState, job: &Job) -> Result<Value, Failure> {
     let response = invoke(state, job, request, None, Unhandled::Record).await?;
     if !(200..300).contains(&response.status) {
         // The handler is missing: retrying the same code cannot help.
-        return Err(Failure::final_(
-            String::from_utf8_lossy(&response.body).into_owned(),
-        ));
+        let answer: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        let message = match (
+            answer["error"]["code"].as_str(),
+            answer["error"]["message"].as_str(),
+        ) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            _ => String::from_utf8_lossy(&response.body).into_owned(),
+        };
+        return Err(Failure::final_(message));
     }
     Ok(serde_json::from_slice(&response.body).unwrap_or(Value::Null))
 }

@@ -49,6 +49,10 @@ async fn events_are_delivered_signed_and_retried() {
         shown.get("secret").is_none(),
         "the secret is shown only once: {shown}"
     );
+    let unknown = json!({"url": "https://app.example/hook", "events": ["nope.event"]});
+    let (status, refused) = app.post("/v1/webhooks", &unknown).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(refused.to_string().contains("nope.event"), "{refused}");
     let (status, _) = app.post("/v1/webhooks", &json!({"url": "ftp://x"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 

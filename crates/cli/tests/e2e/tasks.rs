@@ -159,11 +159,18 @@ integration.router.post("/imports", async (ctx) => {
   ctx.body = { task: started.id, at: Date.now() };
 });
 integration.router.post("/bad", async (ctx) => {
-  try {
-    await integration.task.start("", {});
-  } catch (e) {
-    ctx.body = { error: String(e.message) };
+  const errors = [];
+  for (const [name, options] of [["", {}], ["import", { retries: 3 }], ["import", { maxAttempts: 11 }]]) {
+    try {
+      await integration.task.start(name, {}, options);
+    } catch (e) {
+      errors.push(String(e.message));
+    }
   }
+  ctx.body = { errors };
+});
+integration.router.post("/patient", async (ctx) => {
+  ctx.body = await integration.task.start("import", { rows: 1 }, { maxAttempts: 5 });
 });
 integration.task.on("import", async (ctx) => ({ rows: ctx.payload.rows * 10, at: Date.now() }));
 export default integration;
@@ -212,10 +219,24 @@ async fn routes_start_tasks_from_code() {
     let (_, bad) = app
         .post("/v1/integrations/starter/api/bad", &json!({}))
         .await;
-    assert_eq!(
-        bad["error"], "task name must be a non-empty string",
+    let errors = bad["errors"].as_array().cloned().unwrap_or_default();
+    assert_eq!(errors.len(), 3, "{bad}");
+    assert_eq!(errors[0], "task name must be a non-empty string", "{bad}");
+    assert!(
+        errors[1]
+            .to_string()
+            .contains("unknown task option retries"),
         "{bad}"
     );
+    assert!(errors[2].to_string().contains("maxAttempts"), "{bad}");
+
+    let (_, patient) = app
+        .post("/v1/integrations/starter/api/patient", &json!({}))
+        .await;
+    let (_, job) = app
+        .get(&format!("/v1/tasks/{}", str_field(&patient, "id")))
+        .await;
+    assert_eq!(job["max_attempts"], 5, "{job}");
 }
 
 const SLOW_JS: &str = r#"import { Integration } from "splice";

@@ -643,6 +643,8 @@ class Tasks {
  * `await integration.task.start("import", { page: 1 }, { delayMs: 60000, idempotencyKey })`
  * queues a run of this integration's `import` handler and resolves to `{ id }`.
  */
+const TASK_OPTIONS = ["delayMs", "idempotencyKey", "maxAttempts"];
+
 class TaskQueue extends Tasks {
   async start(name, payload = null, options = {}) {
     if (typeof name !== "string" || name === "") throw new TypeError("task name must be a non-empty string");
@@ -650,12 +652,19 @@ class TaskQueue extends Tasks {
     if (json === undefined) throw new TypeError("task payload must be JSON");
     const delay = options.delayMs ?? 0;
     if (typeof delay !== "number" || !(delay >= 0)) throw new TypeError("delayMs must be a number ≥ 0");
+    if (options === null || typeof options !== "object") throw new TypeError("task options must be an object");
+    const unknown = Object.keys(options).find((k) => !TASK_OPTIONS.includes(k));
+    if (unknown !== undefined) throw new TypeError(`unknown task option ${unknown}; use ${TASK_OPTIONS.join(", ")}`);
     const key = options.idempotencyKey;
-    if (key !== undefined && (typeof key !== "string" || key === "")) {
-      throw new TypeError("idempotencyKey must be a non-empty string");
+    if (key !== undefined && (typeof key !== "string" || key === "" || key.length > 256)) {
+      throw new TypeError("idempotencyKey must be a string of 1-256 characters");
+    }
+    const attempts = options.maxAttempts;
+    if (attempts !== undefined && !(Number.isInteger(attempts) && attempts >= 1 && attempts <= 10)) {
+      throw new TypeError("maxAttempts must be an integer from 1 to 10");
     }
     try {
-      return { id: await host.startTask(name, json, delay, key) };
+      return { id: await host.startTask(name, json, delay, key, attempts) };
     } catch (e) {
       throw hostError(e);
     }

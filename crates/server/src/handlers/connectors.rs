@@ -179,6 +179,9 @@ fn parse_config(
             "give \"type\": \"oauth2\" or a catalog \"provider\"",
         )),
         (None | Some("provider"), Some(name)) => parse_provider(state, name, config),
+        (Some("oauth2"), Some(_)) => Err(ApiError::invalid(
+            "give either \"type\": \"oauth2\" or a catalog \"provider\", not both",
+        )),
         (Some(other), _) => Err(ApiError::invalid(format!(
             "type {other:?} is not supported; use \"oauth2\", or \"provider\" with a catalog entry"
         ))),

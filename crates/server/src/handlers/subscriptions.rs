@@ -35,8 +35,18 @@ pub async fn create_webhook(
         Ok(url) if matches!(url.scheme(), "http" | "https") => {}
         _ => return Err(ApiError::invalid("url must be an absolute http(s) URL")),
     }
-    if body.events.iter().any(|e| e.is_empty() || e.len() > 128) {
-        return Err(ApiError::invalid("events are non-empty event type names"));
+    if body.url.len() > 2048 {
+        return Err(ApiError::invalid("url is longer than 2048 characters"));
+    }
+    if let Some(unknown) = body
+        .events
+        .iter()
+        .find(|e| !splice_domain::EVENT_TYPES.contains(&e.as_str()))
+    {
+        return Err(ApiError::invalid(format!(
+            "events: {unknown:?} is not an event type; they are {}",
+            splice_domain::EVENT_TYPES.join(", ")
+        )));
     }
     let webhook = Webhook {
         id: format!("whk_{}", hex_token()),
