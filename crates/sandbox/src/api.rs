@@ -70,6 +70,9 @@ pub enum RequestKind {
     /// A schedule firing: `path` is the schedule's name, `body` `{"slot": <RFC 3339>}`, and for
     /// a per-install schedule the `x-splice-install` header names the install.
     Cron,
+    /// Loads the program — evaluates its modules and checks its default export — and answers
+    /// 204 without running any handler: the check at deploy.
+    Probe,
 }
 
 impl RequestKind {
@@ -78,6 +81,7 @@ impl RequestKind {
             Self::Http => "http",
             Self::Task => "task",
             Self::Event => "event",
+            Self::Probe => "probe",
             Self::Cron => "cron",
         }
     }

@@ -201,6 +201,13 @@ impl Isolate {
         request: &Request,
         budget: &mut Budget,
     ) -> Result<Response, InvokeError> {
+        if request.kind == crate::api::RequestKind::Probe {
+            self.load(budget).await?;
+            return Ok(Response {
+                status: 204,
+                ..Response::default()
+            });
+        }
         match self.key.isolation {
             Isolation::Warm => {
                 if self.warm.is_none() {

@@ -92,6 +92,35 @@ async fn syntax_error_is_rejected_and_previous_version_keeps_serving() {
     assert_eq!(status, StatusCode::OK, "{current}");
     assert_eq!(current["version"], deployed["version"], "{current}");
 
+    // Code that fails while it is loaded is refused at deploy too.
+    for (source, says) in [
+        (
+            "throw new Error('no config at import');",
+            "no config at import",
+        ),
+        ("export default 42;", "Integration"),
+        ("while (true) {}", "cpu time limit"),
+        (
+            "import { nope } from './missing.js';\nexport default nope;",
+            "missing.js",
+        ),
+    ] {
+        let body = integration_body(source, json!({}));
+        let reply = app.put("/v1/integrations/pinger", &body).await;
+        assert_error(
+            &reply,
+            StatusCode::BAD_REQUEST,
+            &["invalid_integration", "compile_error"],
+        );
+        assert!(
+            error_message(&reply.1).contains(says),
+            "{source}: {}",
+            reply.1
+        );
+    }
+    let (_, current) = app.get("/v1/integrations/pinger").await;
+    assert_eq!(current["version"], deployed["version"], "{current}");
+
     let redeployed = deploy(&app, "pinger", &ping(2), json!({})).await;
     assert_ne!(redeployed["version"], deployed["version"]);
     assert_eq!(

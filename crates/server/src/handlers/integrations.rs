@@ -79,6 +79,7 @@ pub async fn deploy_integration(
 
     check_schedules(&body.schedules)?;
     let bytecode = compile(body.files.clone()).await?;
+    load_check(&state, &id, &runtime, &bytecode).await?;
     let now = now_millis();
     let integration = Integration {
         id,
@@ -154,6 +155,58 @@ fn check_files(files: &BTreeMap<String, String>) -> ApiResult<()> {
 }
 
 /// Compiles off the async runtime: parsing large sources is CPU work.
+/// Loads the new version once in a throwaway sandbox — its modules evaluated, its default
+/// export checked — so code that throws while it is imported, or exports no `Integration`, is
+/// refused at deploy and the previous version keeps serving. The check runs under the
+/// integration's limits and without connector access.
+async fn load_check(
+    state: &AppState,
+    id: &splice_domain::IntegrationId,
+    runtime: &RuntimeSettings,
+    bytecode: &[u8],
+) -> ApiResult<()> {
+    let loaded = Loaded::new(StoredProgram {
+        integration: Integration {
+            id: id.clone(),
+            files: BTreeMap::new(),
+            connectors: BTreeMap::new(),
+            runtime: *runtime,
+            schedules: Vec::new(),
+            meta: Meta::new(Tags::default(), 0),
+        },
+        bytecode: bytecode.to_vec(),
+    });
+    let mut program = loaded.program;
+    program.integration = format!("{id}:deploy-check");
+    program.isolation = splice_sandbox::Isolation::Invocation;
+    let request = splice_sandbox::Request {
+        kind: splice_sandbox::RequestKind::Probe,
+        ..splice_sandbox::Request::default()
+    };
+    let invocation = state.engine.invoke(&program, request).await;
+    state.engine.evict(&program.integration);
+    match invocation.result {
+        Ok(_) => Ok(()),
+        Err(splice_sandbox::InvokeError::Internal(message)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sandbox_unavailable",
+            message,
+        )),
+        Err(err) => {
+            let stack = match &err {
+                splice_sandbox::InvokeError::Exception { stack, .. } => stack.clone(),
+                _ => None,
+            };
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_integration",
+                format!("the code failed while loading: {err}"),
+            )
+            .with_details(json!({ "stack": stack })))
+        }
+    }
+}
+
 async fn compile(files: BTreeMap<String, String>) -> ApiResult<Vec<u8>> {
     let result = tokio::task::spawn_blocking(move || splice_sandbox::compile(&files))
         .await
