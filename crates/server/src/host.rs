@@ -20,6 +20,7 @@ use splice_store::Store;
 use tokio::runtime::Handle;
 
 use crate::credentials::{Credentials, Mode};
+use crate::enqueue::Enqueuer;
 use crate::outbound::{Outbound, Principal, host_error};
 use crate::programs::ProgramCache;
 use crate::worker::{self, JobSignals, NewTask};
@@ -87,6 +88,7 @@ struct Inner {
     credentials: Credentials,
     outbound: Outbound,
     jobs: Arc<JobSignals>,
+    enqueuer: Enqueuer,
     tokens: Arc<TokenCache>,
 }
 
@@ -98,6 +100,7 @@ impl SpliceHost {
         credentials: Credentials,
         outbound: Outbound,
         jobs: Arc<JobSignals>,
+        enqueuer: Enqueuer,
         tokens: Arc<TokenCache>,
     ) -> Self {
         let inner = Arc::new(Inner {
@@ -106,6 +109,7 @@ impl SpliceHost {
             credentials,
             outbound,
             jobs,
+            enqueuer,
             tokens,
         });
         Self {
@@ -200,7 +204,7 @@ impl Inner {
                 .unwrap_or(worker::DEFAULT_TASK_ATTEMPTS),
             idempotency_key: request.idempotency_key,
         };
-        let job = worker::enqueue_task(self.store.as_ref(), &self.jobs, task)
+        let job = worker::enqueue_task(&self.enqueuer, &self.jobs, task)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "queueing a task failed");

@@ -90,7 +90,7 @@ pub struct Inner {
     pub session_ttl: Duration,
     /// Wakes workers when jobs are enqueued.
     pub jobs: Arc<worker::JobSignals>,
-    /// Writes concurrently enqueued jobs (webhook intake) in batches.
+    /// Writes concurrently enqueued jobs (webhook intake, tasks) in batches.
     pub enqueuer: enqueue::Enqueuer,
     /// Tokens recently handed to integration code; cleared when this node changes
     /// connectors, identities or installs.
@@ -127,17 +127,18 @@ impl AppState {
         let programs = programs::ProgramCache::default();
         let jobs = Arc::new(worker::JobSignals::default());
         let token_cache = Arc::new(host::TokenCache::default());
+        let enqueuer = enqueue::Enqueuer::start(store.clone());
         let host = host::SpliceHost::new(
             store.clone(),
             programs.clone(),
             credentials.clone(),
             outbound.clone(),
             jobs.clone(),
+            enqueuer.clone(),
             token_cache.clone(),
         );
         let engine = Arc::new(Engine::new(config.sandbox.clone(), Arc::new(host)));
         let recorder = recorder::Recorder::start(store.clone());
-        let store_for_enqueue = store.clone();
         let state = Self(Arc::new(Inner {
             store,
             tokens,
@@ -152,7 +153,7 @@ impl AppState {
             session_ttl: config.session_ttl,
             jobs,
             token_cache,
-            enqueuer: enqueue::Enqueuer::start(store_for_enqueue),
+            enqueuer,
             task_wall: config.task_wall,
             task_retention: config.task_retention,
             queue_poll: config.queue_poll,

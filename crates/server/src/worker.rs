@@ -68,7 +68,7 @@ pub fn check_task_name(name: &str) -> Result<(), &'static str> {
 
 /// Queues a task (once per idempotency key) and wakes the workers.
 pub async fn enqueue_task(
-    store: &dyn splice_store::Store,
+    enqueuer: &crate::enqueue::Enqueuer,
     signals: &JobSignals,
     task: NewTask,
 ) -> Result<Job, splice_store::StoreError> {
@@ -78,7 +78,7 @@ pub async fn enqueue_task(
     job.partition = Some(id.to_string());
     job.max_attempts = task.max_attempts;
     job.idempotency_key = task.idempotency_key.map(|key| format!("task:{id}:{key}"));
-    let (stored, _) = store.enqueue_job(&job, now_millis()).await?;
+    let (stored, _) = enqueuer.enqueue(job).await?;
     signals.enqueued();
     Ok(stored)
 }

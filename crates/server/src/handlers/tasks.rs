@@ -63,7 +63,7 @@ pub async fn start_task(
         max_attempts,
         idempotency_key: body.idempotency_key,
     };
-    let stored = enqueue_task(state.store.as_ref(), &state.jobs, task).await?;
+    let stored = enqueue_task(&state.enqueuer, &state.jobs, task).await?;
     Ok((StatusCode::ACCEPTED, Json(job_view(&state, &stored))))
 }
 
