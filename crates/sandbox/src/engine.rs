@@ -7,9 +7,15 @@
 //! A semaphore per integration caps its runtimes; a call holds a permit for as long as it uses
 //! a runtime, so extra calls wait for one to be free. What happens inside a runtime is
 //! [`crate::isolate`]'s business.
+//!
+//! A worker thread can also run the caller's own tasks ([`Engine::run_on_worker`]): the server
+//! serves HTTP on them, so a request whose runtime lives on the thread that parsed it never
+//! changes threads. Calls made from a worker thread prefer runtimes on that thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,6 +25,12 @@ use tracing::Instrument;
 
 use crate::api::{Host, Invocation, InvokeError, Isolation, Program, Request};
 use crate::isolate::{self, Isolate, RuntimeKey};
+
+thread_local! {
+    /// The engine (by registry address) and worker index of the current thread, if it is a
+    /// worker thread.
+    static ON_WORKER: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+}
 
 /// Stack of a worker thread; far above QuickJS's own limit, so deep recursion stays a JS error.
 const WORKER_STACK_BYTES: usize = 16 << 20;
@@ -58,6 +70,7 @@ type RuntimeId = u64;
 enum Command {
     Invoke(Box<Job>),
     Drop(RuntimeId),
+    Run(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
 struct Job {
@@ -129,6 +142,24 @@ impl Engine {
         invocation
     }
 
+    /// Worker threads running.
+    pub fn workers(&self) -> usize {
+        self.workers.iter().filter(|w| !w.is_closed()).count()
+    }
+
+    /// Runs `task` on worker thread `index`, next to that worker's runtimes, until it ends or
+    /// the engine is dropped. Returns `false` when there is no such worker. The task shares
+    /// the thread with JavaScript: while a call runs synchronously, the task waits.
+    pub fn run_on_worker(
+        &self,
+        index: usize,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        self.workers
+            .get(index)
+            .is_some_and(|w| w.send(Command::Run(Box::pin(task))).is_ok())
+    }
+
     /// Drops the idle runtimes of an integration; busy ones are dropped when their call ends.
     pub fn evict(&self, integration: &str) {
         let stale = self.registry.evict(integration);
@@ -161,7 +192,8 @@ impl Engine {
             .map_err(|_| internal("runtime pool closed"))?;
 
         let live: Vec<bool> = self.workers.iter().map(|w| !w.is_closed()).collect();
-        let (lease, stale) = Registry::checkout(&self.registry, program, permit, &live);
+        let local = self.registry.current_worker();
+        let (lease, stale) = Registry::checkout(&self.registry, program, permit, &live, local);
         self.drop_runtimes(stale);
         Ok(lease)
     }
@@ -225,6 +257,14 @@ impl Registry {
         }
     }
 
+    /// This engine's worker index of the current thread, if it is one of its workers.
+    fn current_worker(&self) -> Option<usize> {
+        let me = std::ptr::from_ref(self) as usize;
+        ON_WORKER
+            .get()
+            .and_then(|(engine, index)| (engine == me).then_some(index))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Pools> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -246,11 +286,16 @@ impl Registry {
 
     /// Picks an idle runtime of the right version, or reserves a new one; returns runtimes
     /// that must be dropped (older versions, or the oldest idle one when at the cap).
+    ///
+    /// A call made on worker thread `local` takes an idle runtime of that thread first, then
+    /// starts a new one there while the integration is under its cap, and only then takes
+    /// another thread's idle runtime: a warm call stays on its thread.
     fn checkout(
         this: &Arc<Self>,
         program: &Program,
         permit: OwnedSemaphorePermit,
         live: &[bool],
+        local: Option<usize>,
     ) -> (Lease, Vec<(usize, RuntimeId)>) {
         let key = RuntimeKey::of(program);
         let max = this.config.max_runtimes_per_integration;
@@ -275,10 +320,20 @@ impl Registry {
             keep
         });
 
-        let reused = pool
-            .idle
-            .iter()
-            .rposition(|idle| idle.key == key)
+        let local = local.filter(|worker| live.get(*worker).copied().unwrap_or(false));
+        let under_cap = pool.resident.saturating_sub(stale.len()) < max;
+        let reused = local
+            .and_then(|worker| {
+                pool.idle
+                    .iter()
+                    .rposition(|idle| idle.key == key && idle.worker == worker)
+            })
+            .or_else(|| {
+                if local.is_some() && under_cap {
+                    return None;
+                }
+                pool.idle.iter().rposition(|idle| idle.key == key)
+            })
             .map(|at| pool.idle.remove(at));
         let (id, worker) = match reused {
             Some(idle) => (idle.id, idle.worker),
@@ -287,7 +342,7 @@ impl Registry {
                     let oldest = pool.idle.remove(0);
                     stale.push((oldest.worker, oldest.id));
                 }
-                let worker = least_loaded(&state.per_worker, live);
+                let worker = local.unwrap_or_else(|| least_loaded(&state.per_worker, live));
                 state.next_id += 1;
                 pool.resident += 1;
                 if let Some(count) = state.per_worker.get_mut(worker) {
@@ -476,7 +531,7 @@ fn run_worker(
     host: Arc<dyn Host>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -485,6 +540,7 @@ fn run_worker(
             return;
         }
     };
+    ON_WORKER.set(Some((Arc::as_ptr(&registry) as usize, index)));
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, serve(index, inbox, registry, host));
 }
@@ -509,6 +565,9 @@ async fn serve(
             command = inbox.recv() => match command {
                 Some(Command::Invoke(job)) => {
                     tokio::task::spawn_local(run_job(*job, Rc::clone(&isolates), Arc::clone(&host)));
+                }
+                Some(Command::Run(task)) => {
+                    tokio::task::spawn_local(task);
                 }
                 Some(Command::Drop(id)) => {
                     let dropped = isolates.borrow_mut().remove(&id);
@@ -587,6 +646,58 @@ mod tests {
     fn engine_is_shareable_across_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Engine>();
+    }
+
+    fn program() -> Program {
+        Program {
+            integration: "app".to_owned(),
+            version: 1,
+            bytecode: Arc::new(Vec::new()),
+            limits: crate::Limits::default(),
+            isolation: Isolation::Warm,
+        }
+    }
+
+    /// Checks a runtime out and straight back in, as a finished call does.
+    fn call(registry: &Arc<Registry>, local: Option<usize>) -> usize {
+        let semaphore = registry.semaphore("app");
+        let Ok(permit) = semaphore.try_acquire_owned() else {
+            panic!("no permit left");
+        };
+        let (lease, stale) = Registry::checkout(registry, &program(), permit, &[true, true], local);
+        assert!(stale.is_empty());
+        let worker = lease.worker;
+        assert!(lease.release(true));
+        worker
+    }
+
+    #[test]
+    fn calls_from_a_worker_thread_use_runtimes_on_that_thread() {
+        let registry = Arc::new(Registry::new(EngineConfig {
+            workers: 2,
+            max_runtimes_per_integration: 2,
+            idle_timeout: Duration::from_secs(60),
+        }));
+        registry.lock().per_worker = vec![0, 0];
+
+        // From outside the workers: the least loaded one, then its idle runtime again.
+        assert_eq!(call(&registry, None), 0);
+        assert_eq!(call(&registry, None), 0);
+        // From worker 1: a runtime of its own rather than worker 0's idle one...
+        assert_eq!(call(&registry, Some(1)), 1);
+        assert_eq!(call(&registry, Some(1)), 1);
+        assert_eq!(call(&registry, Some(0)), 0);
+        assert_eq!(registry.lock().per_worker, vec![1, 1]);
+
+        // ...but at the cap, another thread's idle runtime instead of waiting.
+        let semaphore = registry.semaphore("app");
+        let Ok(permit) = semaphore.try_acquire_owned() else {
+            panic!("no permit");
+        };
+        let (held, _) = Registry::checkout(&registry, &program(), permit, &[true, true], Some(1));
+        assert_eq!(held.worker, 1);
+        assert_eq!(call(&registry, Some(1)), 0);
+        drop(held);
     }
 
     #[test]

@@ -328,6 +328,11 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves until `shutdown` resolves, then lets in-flight requests and running jobs finish
 /// within the grace period and flushes the invocation log.
+///
+/// HTTP is served on the sandbox's worker threads, which are dealt the accepted connections
+/// in turn: a call to an integration whose runtime lives on the thread that parsed the
+/// request runs there, without waking another thread. Without worker threads it is served
+/// on the caller's runtime.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -336,10 +341,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(Some(tokio::time::Instant::now()));
     });
+
+    let servers = spawn_servers(listener, app, &state.engine, &stop_rx)?;
     let mut stop_rx_wait = stop_rx.clone();
     let bounded = async move {
         // After the signal, give in-flight requests `grace` to finish.
@@ -347,7 +354,11 @@ pub async fn serve(
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        result = server => result?,
+        results = futures::future::join_all(servers) => {
+            for result in results {
+                result.unwrap_or_else(|_| Err(std::io::Error::other("HTTP server thread stopped")))?;
+            }
+        }
         () = bounded => tracing::warn!("shutdown grace period elapsed with requests in flight"),
     }
     let signalled = (*stop_rx.borrow()).unwrap_or_else(tokio::time::Instant::now);
@@ -355,4 +366,133 @@ pub async fn serve(
     worker::stop_workers(&state, left).await;
     state.recorder.flush().await;
     Ok(())
+}
+
+type Stopped = tokio::sync::oneshot::Receiver<std::io::Result<()>>;
+type Stop = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
+
+/// Starts one HTTP server per sandbox worker thread and an acceptor that deals the
+/// listener's connections out to them in turn; each server stops when `stop` is set. The
+/// receivers answer when each server has finished its connections.
+fn spawn_servers(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    engine: &Engine,
+    stop: &Stop,
+) -> std::io::Result<Vec<Stopped>> {
+    let local = listener.local_addr()?;
+    let mut stopped = Vec::new();
+    let mut handoffs = Vec::new();
+    for index in 0..engine.workers() {
+        let (give, take) = tokio::sync::mpsc::unbounded_channel();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let server = serve_http(Handoff { take, local }, app.clone(), stop.clone());
+        let task = async move {
+            let _ = done.send(server.await);
+        };
+        if engine.run_on_worker(index, task) {
+            handoffs.push(give);
+            stopped.push(finished);
+        }
+    }
+
+    if handoffs.is_empty() {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let server = serve_http(listener, app, stop.clone());
+        tokio::spawn(async move {
+            let _ = done.send(server.await);
+        });
+        return Ok(vec![finished]);
+    }
+    tokio::spawn(deal_connections(listener, handoffs, stop.clone()));
+    Ok(stopped)
+}
+
+/// Accepts connections until `stop` is set and hands each to the next server thread.
+async fn deal_connections(
+    listener: tokio::net::TcpListener,
+    handoffs: Vec<tokio::sync::mpsc::UnboundedSender<Accepted>>,
+    mut stop: Stop,
+) {
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(Option::is_some) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(%error, "could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "could not hand over a connection");
+                continue;
+            }
+        };
+        let mut connection = Some((stream, peer));
+        for _ in 0..handoffs.len() {
+            let Some(handoff) = handoffs.get(next % handoffs.len()) else {
+                break;
+            };
+            next += 1;
+            match connection.take().map(|c| handoff.send(c)) {
+                Some(Err(refused)) => connection = Some(refused.0),
+                _ => break,
+            }
+        }
+    }
+}
+
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// The connections one server thread is given, as an axum listener.
+struct Handoff {
+    take: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for Handoff {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some((stream, peer)) = self.take.recv().await else {
+                // No more connections will come; the server ends through its shutdown.
+                return std::future::pending().await;
+            };
+            // Registers the connection with this thread's runtime.
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => return (stream, peer),
+                Err(error) => tracing::warn!(%error, "could not take over a connection"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Serves `app` on `listener` from the current runtime until `stop` is set.
+async fn serve_http<L>(listener: L, app: Router, mut stop: Stop) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            if stop.wait_for(Option::is_some).await.is_err() {
+                // The signal can no longer come: serve until the process ends.
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
 }

@@ -1,100 +1,120 @@
 //! The invocation log, written off the request path: records are queued and a background
 //! task writes them in batches.
+//!
+//! Queuing a record is a push under a short lock; the writer is woken only when the queue
+//! stops being empty (then it lingers, so a burst becomes a few transactions) or for a
+//! flush, so a busy route costs no cross-thread wake-up per call.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use splice_domain::InvocationRecord;
 use splice_store::Store;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 /// Records waiting beyond this are dropped (and counted in a warning) rather than slowing
 /// requests down.
 const QUEUE: usize = 10_000;
+/// Records written per transaction.
 const BATCH: usize = 256;
+/// How long the writer waits after the first record before writing what has come.
 const LINGER: Duration = Duration::from_millis(50);
-
-enum Message {
-    Record(InvocationRecord),
-    Flush(oneshot::Sender<()>),
-}
 
 /// A handle to the batching writer.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<Message>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// The queue stopped being empty.
+    wake: Notify,
+    /// A flush is waiting: the writer stops lingering.
+    hurry: Notify,
+    dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct Queue {
+    records: Vec<InvocationRecord>,
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Recorder {
     pub fn start(store: Arc<dyn Store>) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_batches(store, rx, dropped.clone()));
-        Self { tx, dropped }
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(write_batches(store, Arc::clone(&shared)));
+        Self { shared }
     }
 
     /// Queues a record without waiting; when the writer cannot keep up the record is dropped
     /// and counted (reported by the writer, at most once a batch).
     pub fn record(&self, record: InvocationRecord) {
-        if self.tx.try_send(Message::Record(record)).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let queued = {
+            let mut queue = self.shared.lock();
+            if queue.records.len() >= QUEUE {
+                drop(queue);
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            queue.records.push(record);
+            queue.records.len()
+        };
+        if queued == 1 {
+            self.shared.wake.notify_one();
         }
     }
 
     /// Waits until everything queued so far is written.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Message::Flush(done)).await.is_ok() {
-            let _ = wait.await;
-        }
+        self.shared.lock().flushes.push(done);
+        self.shared.wake.notify_one();
+        self.shared.hurry.notify_one();
+        let _ = wait.await;
     }
 }
 
-async fn write_batches(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Message>,
-    dropped: Arc<AtomicU64>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
-        take(first, &mut batch, &mut waiting);
-        // Linger briefly so a burst becomes one transaction.
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < BATCH && waiting.is_empty() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(next)) => take(next, &mut batch, &mut waiting),
-                _ => break,
-            }
+async fn write_batches(store: Arc<dyn Store>, shared: Arc<Shared>) {
+    loop {
+        shared.wake.notified().await;
+        if shared.lock().flushes.is_empty() {
+            // A flush cuts the wait short.
+            let _ = tokio::time::timeout(LINGER, shared.hurry.notified()).await;
         }
-        let lost = dropped.swap(0, Ordering::Relaxed);
+
+        let flushes = std::mem::take(&mut shared.lock().flushes);
+        let lost = shared.dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
             tracing::warn!(
                 dropped = lost,
                 "invocation log queue was full; records were dropped"
             );
         }
-        if !batch.is_empty() {
+        loop {
+            let batch: Vec<InvocationRecord> = {
+                let mut queue = shared.lock();
+                let take = queue.records.len().min(BATCH);
+                queue.records.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                break;
+            }
             if let Err(err) = store.record_invocations(&batch).await {
                 tracing::error!(error = %err, count = batch.len(), "failed to write invocation log");
             }
-            batch.clear();
         }
-        for done in waiting.drain(..) {
+        for done in flushes {
             let _ = done.send(());
         }
-    }
-}
-
-fn take(
-    message: Message,
-    batch: &mut Vec<InvocationRecord>,
-    waiting: &mut Vec<oneshot::Sender<()>>,
-) {
-    match message {
-        Message::Record(record) => batch.push(record),
-        Message::Flush(done) => waiting.push(done),
     }
 }

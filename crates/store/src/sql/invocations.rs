@@ -19,18 +19,10 @@ impl InvocationStore for SqlStore {
         let mut tx = self.pool.begin().await?;
         // One multi-row statement per chunk: a burst of invocations costs a few round trips.
         for chunk in records.chunks(ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let params: Vec<String> = (1..=COLUMNS)
-                        .map(|c| format!("${}", i * COLUMNS + c))
-                        .collect();
-                    format!("({})", params.join(", "))
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO invocations (integration_id, install_id, at, method, path, status, \
                  duration_us, error, logs) VALUES {}",
-                rows.join(", ")
+                self.dialect().value_rows(chunk.len(), COLUMNS, "")
             );
             let mut query = sqlx::query(&sql);
             for r in chunk {

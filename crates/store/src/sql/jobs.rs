@@ -45,7 +45,7 @@ pub(crate) const DEPLOYS_CHANNEL: &str = "splice_deploys";
 const LAPSED_ON_LAST_ATTEMPT: &str = "the lease of the last attempt expired";
 /// Columns bound per enqueued job, and jobs per `INSERT` (well under both databases'
 /// parameter limits).
-const ENQUEUE_COLUMNS: usize = 8;
+const ENQUEUE_COLUMNS: usize = 9;
 const JOBS_PER_INSERT: usize = 100;
 /// How often a process dead-letters lapsed last attempts.
 const REAP_EVERY_MS: Millis = 1_000;
@@ -217,28 +217,14 @@ impl JobStore for SqlStore {
             .chunks(JOBS_PER_INSERT)
             .zip(ids.chunks(JOBS_PER_INSERT))
         {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let p = |c: usize| format!("${}", i * ENQUEUE_COLUMNS + c);
-                    format!(
-                        "({}, {}, {}, {}, {}, 'queued', 0, {}, {}, {}, {})",
-                        p(1),
-                        p(2),
-                        p(3),
-                        p(4),
-                        p(5),
-                        p(6),
-                        p(7),
-                        p(8),
-                        p(8)
-                    )
-                })
-                .collect();
+            // Per row: id, kind, partition, payload, idempotency key, max attempts, run at,
+            // created at, updated at; status and attempts are constants.
             let sql = format!(
-                "INSERT INTO jobs (id, kind, partition_key, payload, idempotency_key, status, \
-                 attempts, max_attempts, run_at, created_at, updated_at) VALUES {} \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
-                rows.join(", ")
+                "INSERT INTO jobs (id, kind, partition_key, payload, idempotency_key, \
+                 max_attempts, run_at, created_at, updated_at, status, attempts) \
+                 VALUES {} ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+                self.dialect()
+                    .value_rows(chunk.len(), ENQUEUE_COLUMNS, "'queued', 0")
             );
             let mut query = sqlx::query(&sql);
             for (job, id) in chunk.iter().zip(chunk_ids) {
@@ -250,6 +236,7 @@ impl JobStore for SqlStore {
                     .bind(&job.idempotency_key)
                     .bind(i64::from(job.max_attempts))
                     .bind(job.run_at)
+                    .bind(now)
                     .bind(now);
             }
             let turn = self.write_turn().await;

@@ -29,7 +29,8 @@ const KEY_CHECK: &[u8] = b"splice master key check v1";
 const KEY_CHECK_CONTEXT: &str = "meta:key_check";
 
 /// Which SQL database a store talks to. Queries are written once, with `$n` parameters, in
-/// the SQL both understand; the dialect matters for connection setup, migrations and locks.
+/// the SQL both understand; the dialect matters for connection setup, migrations, locks and
+/// long multi-row statements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -37,6 +38,35 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// `VALUES` rows for a multi-row statement: `rows` groups of `columns` parameters, bound
+    /// row by row in order, each followed by the literal `constants` (if any). PostgreSQL
+    /// gets `$1, $2, …`; SQLite gets plain `?`, because it looks numbered and named
+    /// parameters up by a linear scan, which makes binding hundreds of them quadratic.
+    pub(crate) fn value_rows(self, rows: usize, columns: usize, constants: &str) -> String {
+        let mut sql = String::with_capacity(rows * columns * 5);
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 1..=columns {
+                if column > 1 {
+                    sql.push_str(", ");
+                }
+                match self {
+                    Dialect::Sqlite => sql.push('?'),
+                    Dialect::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&(row * columns + column).to_string());
+                    }
+                }
+            }
+            if !constants.is_empty() {
+                sql.push_str(", ");
+                sql.push_str(constants);
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
     /// The dialect a database URL names.
     pub fn of(url: &str) -> Option<Self> {
         if url.starts_with("sqlite:") {

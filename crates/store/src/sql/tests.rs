@@ -1665,3 +1665,13 @@ async fn schedules_are_stored_and_their_slots_only_advance(_db: &TestDb, store: 
         Some(500)
     );
 }
+
+#[test]
+fn multi_row_values_bind_in_order_on_both_dialects() {
+    use super::Dialect;
+    assert_eq!(
+        Dialect::Postgres.value_rows(2, 3, "'queued', 0"),
+        "($1, $2, $3, 'queued', 0), ($4, $5, $6, 'queued', 0)"
+    );
+    assert_eq!(Dialect::Sqlite.value_rows(2, 2, ""), "(?, ?), (?, ?)");
+}
