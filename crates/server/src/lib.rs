@@ -380,15 +380,15 @@ fn spawn_servers(
     engine: &Engine,
     stop: &Stop,
 ) -> std::io::Result<Vec<Stopped>> {
-    let local = listener.local_addr()?;
     let mut stopped = Vec::new();
     let mut handoffs = Vec::new();
     for index in 0..engine.workers() {
         let (give, take) = tokio::sync::mpsc::unbounded_channel();
         let (done, finished) = tokio::sync::oneshot::channel();
-        let server = serve_http(Handoff { take, local }, app.clone(), stop.clone());
+        let server = serve_dealt(take, app.clone(), stop.clone());
         let task = async move {
-            let _ = done.send(server.await);
+            server.await;
+            let _ = done.send(Ok(()));
         };
         if engine.run_on_worker(index, task) {
             handoffs.push(give);
@@ -452,47 +452,71 @@ async fn deal_connections(
 
 type Accepted = (std::net::TcpStream, SocketAddr);
 
-/// The connections one server thread is given, as an axum listener.
-struct Handoff {
-    take: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
-    local: SocketAddr,
+/// Serves the connections dealt to this thread until `stop` is set, then lets open ones
+/// finish. Each connection is a task of the thread's local set, so handing a call to a
+/// runtime on this thread and getting its answer back wakes nothing outside the thread.
+async fn serve_dealt(
+    mut dealt: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    app: Router,
+    mut stop: Stop,
+) {
+    let (open, all_closed) = tokio::sync::watch::channel(());
+    loop {
+        let accepted = tokio::select! {
+            accepted = dealt.recv() => accepted,
+            () = stopped(&mut stop) => break,
+        };
+        let Some((stream, peer)) = accepted else {
+            stopped(&mut stop).await;
+            break;
+        };
+        // Registers the connection with this thread's runtime.
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "could not take over a connection");
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let mut stop = stop.clone();
+        let open = open.subscribe();
+        tokio::task::spawn_local(async move {
+            let connection =
+                hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            let mut connection = std::pin::pin!(connection);
+            let finished = tokio::select! {
+                finished = connection.as_mut() => finished,
+                () = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = finished {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(open);
+        });
+    }
+    drop(all_closed);
+    open.closed().await;
 }
 
-impl axum::serve::Listener for Handoff {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Some((stream, peer)) = self.take.recv().await else {
-                // No more connections will come; the server ends through its shutdown.
-                return std::future::pending().await;
-            };
-            // Registers the connection with this thread's runtime.
-            match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => return (stream, peer),
-                Err(error) => tracing::warn!(%error, "could not take over a connection"),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+/// Resolves once `stop` is set; never, if it no longer can be.
+async fn stopped(stop: &mut Stop) {
+    if stop.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
 /// Serves `app` on `listener` from the current runtime until `stop` is set.
-async fn serve_http<L>(listener: L, app: Router, mut stop: Stop) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: Stop,
+) -> std::io::Result<()> {
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            if stop.wait_for(Option::is_some).await.is_err() {
-                // The signal can no longer come: serve until the process ends.
-                std::future::pending::<()>().await;
-            }
-        })
+        .with_graceful_shutdown(async move { stopped(&mut stop).await })
         .await
 }

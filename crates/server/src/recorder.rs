@@ -17,7 +17,7 @@ use tokio::sync::{Notify, oneshot};
 /// requests down.
 const QUEUE: usize = 10_000;
 /// Records written per transaction.
-const BATCH: usize = 256;
+const BATCH: usize = 1_000;
 /// How long the writer waits after the first record before writing what has come.
 const LINGER: Duration = Duration::from_millis(50);
 

@@ -10,7 +10,7 @@ use crate::{InvocationQuery, InvocationStore, Result, StoreError};
 /// Columns bound per invocation row.
 const COLUMNS: usize = 9;
 /// Rows per INSERT, well under SQLite's and PostgreSQL's parameter limits.
-const ROWS_PER_INSERT: usize = 100;
+const ROWS_PER_INSERT: usize = 500;
 
 #[async_trait]
 impl InvocationStore for SqlStore {
