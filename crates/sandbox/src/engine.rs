@@ -618,23 +618,35 @@ async fn run_job(job: Job, isolates: Isolates, host: Arc<dyn Host>) {
 
     let mut outcome = isolate.invoke(&request).await;
     outcome.invocation.duration = started.elapsed();
-    let fresh =
-        (isolate.key().isolation == Isolation::Invocation).then(|| isolate.runtime_handle());
 
-    if lease.release(outcome.healthy) {
-        isolates.borrow_mut().insert(id, isolate);
-    } else {
+    if !outcome.healthy {
+        lease.release(false);
         tracing::debug!(
             runtime.id = id,
             "discarded runtime after a failed invocation"
         );
         drop(isolate);
+        let _ = reply.send(outcome.invocation);
+        return;
     }
-    // The caller may have gone away; then nobody wants the answer.
-    let _ = reply.send(outcome.invocation);
+    if isolate.key().isolation == Isolation::Warm {
+        if lease.release(true) {
+            isolates.borrow_mut().insert(id, isolate);
+        }
+        // The caller may have gone away; then nobody wants the answer.
+        let _ = reply.send(outcome.invocation);
+        return;
+    }
 
-    if let Some(runtime) = fresh {
-        isolate::collect_garbage(&runtime);
+    // A fresh context per call: the answer goes first, then this call's garbage is
+    // collected and the next call's stage built, before the runtime is free again. The
+    // caller may be a connection on this thread, so it gets to send the answer first.
+    let _ = reply.send(outcome.invocation);
+    tokio::task::yield_now().await;
+    isolate::collect_garbage(&isolate.runtime_handle());
+    isolate.prepare().await;
+    if lease.release(true) {
+        isolates.borrow_mut().insert(id, isolate);
     }
 }
 

@@ -74,6 +74,13 @@ pub(crate) struct Outcome {
     pub(crate) healthy: bool,
 }
 
+/// A context with the host table installed and the prelude evaluated: everything a call
+/// needs before the program's own modules.
+struct Stage {
+    table: Persistent<Object<'static>>,
+    context: Context,
+}
+
 /// A context with the program evaluated, ready to dispatch requests.
 struct Scope {
     dispatch: Persistent<Function<'static>>,
@@ -115,6 +122,8 @@ pub(crate) struct Isolate {
     meter: Rc<Meter>,
     load_failure: Rc<RefCell<Option<String>>>,
     warm: Option<Scope>,
+    /// With [`Isolation::Invocation`], the next call's stage, built after the previous call.
+    spare: RefCell<Option<Stage>>,
     runtime: Runtime,
 }
 
@@ -140,6 +149,7 @@ impl Isolate {
             meter,
             load_failure,
             warm: None,
+            spare: RefCell::new(None),
             runtime,
         })
     }
@@ -242,7 +252,20 @@ impl Isolate {
         }
     }
 
-    async fn load_program(&self, budget: &mut Budget) -> Result<Scope, InvokeError> {
+    /// With [`Isolation::Invocation`], builds the next call's stage now, while no call waits.
+    /// A stage that fails to build is left for the next call to build, and report.
+    pub(crate) async fn prepare(&self) {
+        if self.key.isolation != Isolation::Invocation || self.spare.borrow().is_some() {
+            return;
+        }
+        let mut budget = Budget::new(&self.key.limits);
+        if let Ok(stage) = self.stage(&mut budget).await {
+            *self.spare.borrow_mut() = Some(stage);
+        }
+    }
+
+    /// A fresh context with the host table installed and the prelude evaluated.
+    async fn stage(&self, budget: &mut Budget) -> Result<Stage, InvokeError> {
         let context =
             Context::custom::<Intrinsics>(&self.runtime).map_err(|e| self.engine_failure(&e))?;
 
@@ -252,6 +275,15 @@ impl Isolate {
             Ok((Persistent::save(ctx, table), Persistent::save(ctx, prelude)))
         })?;
         self.drive(&context, prelude, budget).await?;
+        Ok(Stage { table, context })
+    }
+
+    async fn load_program(&self, budget: &mut Budget) -> Result<Scope, InvokeError> {
+        let spare = self.spare.borrow_mut().take();
+        let Stage { table, context } = match spare {
+            Some(stage) => stage,
+            None => self.stage(budget).await?,
+        };
 
         let entry = self.step(budget, &context, |ctx| {
             Ok(Persistent::save(ctx, Module::import(ctx, ENTRY)?))
@@ -458,6 +490,7 @@ impl Drop for Isolate {
         // JavaScript values held on the Rust side must be freed before the runtime is.
         drop(self.state.finish());
         self.warm = None;
+        self.spare.get_mut().take();
     }
 }
 

@@ -195,15 +195,32 @@ async fn module_state_persists_across_warm_calls() {
 async fn invocation_isolation_starts_fresh_every_call() {
     let host = Arc::new(FakeHost::default());
     let engine = engine(&host);
-    let mut program = program("fresh", 1, &routes(COUNTER));
+    // Globals and the prelude's own classes are what a stage built ahead could carry over.
+    let source = format!(
+        "{COUNTER}\nrouter.get('/leak', (ctx) => {{\n\
+         globalThis.seen = (globalThis.seen ?? 0) + 1;\n\
+         const had = typeof Integration.prototype.leaked;\n\
+         Integration.prototype.leaked = true;\n\
+         ctx.body = {{ seen: globalThis.seen, had }};\n}});"
+    );
+    let mut program = program("fresh", 1, &routes(&source));
     program.isolation = Isolation::Invocation;
 
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(json(&ok(engine.invoke(&program, get("/count")).await))["calls"].clone());
     }
-
     assert_eq!(seen, [1, 1, 1]);
+
+    let before = engine.resident_runtimes_of("fresh");
+    for _ in 0..3 {
+        // Time for the runtime to build the next call's context before it comes.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let body = json(&ok(engine.invoke(&program, get("/leak")).await));
+        assert_eq!(body, serde_json::json!({"seen": 1, "had": "undefined"}));
+    }
+    // No new runtime: each call got a context built ahead inside one it shared.
+    assert_eq!(engine.resident_runtimes_of("fresh"), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
