@@ -640,14 +640,16 @@ async fn run_job(job: Job, isolates: Isolates, host: Arc<dyn Host>) {
 
     // A fresh context per call: the answer goes first, then this call's garbage is
     // collected and the next call's stage built, before the runtime is free again. The
-    // caller may be a connection on this thread, so it gets to send the answer first.
+    // caller may be a connection on this thread: as a task queued behind it, that work
+    // starts once the connection has sent the answer.
     let _ = reply.send(outcome.invocation);
-    tokio::task::yield_now().await;
-    isolate::collect_garbage(&isolate.runtime_handle());
-    isolate.prepare().await;
-    if lease.release(true) {
-        isolates.borrow_mut().insert(id, isolate);
-    }
+    tokio::task::spawn_local(async move {
+        isolate::collect_garbage(&isolate.runtime_handle());
+        isolate.prepare().await;
+        if lease.release(true) {
+            isolates.borrow_mut().insert(id, isolate);
+        }
+    });
 }
 
 #[cfg(test)]
