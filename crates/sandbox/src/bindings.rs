@@ -68,7 +68,8 @@ struct TaskOptions {
 /// Per-runtime state behind the native functions.
 pub(crate) struct HostState {
     host: Arc<dyn Host>,
-    integration: String,
+    /// Set when the runtime is bound to a program; empty before.
+    integration: RefCell<String>,
     inner: RefCell<Inner>,
 }
 
@@ -95,9 +96,14 @@ impl HostState {
         };
         Rc::new(Self {
             host,
-            integration,
+            integration: RefCell::new(integration),
             inner: RefCell::new(inner),
         })
+    }
+
+    /// The integration whose code this runtime runs, from now on.
+    pub(crate) fn set_integration(&self, integration: &str) {
+        integration.clone_into(&mut self.integration.borrow_mut());
     }
 
     /// Starts an invocation: the log clock restarts and the log buffer is empty.
@@ -267,7 +273,7 @@ impl HostState {
             let scope: String = target.get("scope")?;
             let id: String = target.get("id")?;
             fetch.connector = Some(ConnectorTarget {
-                integration: self.integration.clone(),
+                integration: self.integration.borrow().clone(),
                 connector: name,
                 scope: identity_scope(ctx, &scope, id)?,
             });
@@ -287,7 +293,7 @@ impl HostState {
     ) -> rquickjs::Result<Promise<'js>> {
         let scope = identity_scope(ctx, scope, id)?;
         let request = TokenRequest {
-            integration: self.integration.clone(),
+            integration: self.integration.borrow().clone(),
             connector,
             scope,
             force_refresh,
@@ -307,7 +313,7 @@ impl HostState {
         let payload = serde_json::from_str(payload)
             .map_err(|e| Exception::throw_type(ctx, &format!("task payload: {e}")))?;
         let request = TaskRequest {
-            integration: self.integration.clone(),
+            integration: self.integration.borrow().clone(),
             name,
             payload,
             delay: millis_to_duration(options.delay_ms, MAX_TASK_DELAY),

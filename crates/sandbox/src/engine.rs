@@ -547,6 +547,21 @@ fn run_worker(
 
 type Isolates = Rc<RefCell<HashMap<RuntimeId, Isolate>>>;
 
+/// Runtimes a worker keeps built ahead for cold starts, each with its first stage ready.
+const SPARES: usize = 1;
+
+type Spares = Rc<RefCell<Vec<Isolate>>>;
+
+/// Builds spare runtimes until the worker has [`SPARES`] of them.
+async fn refill(spares: Spares, host: Arc<dyn Host>) {
+    while spares.borrow().len() < SPARES {
+        let Some(spare) = Isolate::spare(Arc::clone(&host)).await else {
+            return;
+        };
+        spares.borrow_mut().push(spare);
+    }
+}
+
 /// A worker's main loop: start invocations, drop runtimes, sweep idle ones.
 async fn serve(
     index: usize,
@@ -555,6 +570,8 @@ async fn serve(
     host: Arc<dyn Host>,
 ) {
     let isolates: Isolates = Rc::default();
+    let spares: Spares = Rc::default();
+    tokio::task::spawn_local(refill(Rc::clone(&spares), Arc::clone(&host)));
     let period =
         (registry.config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
     let mut sweep = tokio::time::interval(period);
@@ -564,7 +581,12 @@ async fn serve(
         tokio::select! {
             command = inbox.recv() => match command {
                 Some(Command::Invoke(job)) => {
-                    tokio::task::spawn_local(run_job(*job, Rc::clone(&isolates), Arc::clone(&host)));
+                    let worker = Worker {
+                        isolates: Rc::clone(&isolates),
+                        spares: Rc::clone(&spares),
+                        host: Arc::clone(&host),
+                    };
+                    tokio::task::spawn_local(run_job(*job, worker));
                 }
                 Some(Command::Run(task)) => {
                     tokio::task::spawn_local(task);
@@ -588,35 +610,72 @@ async fn serve(
     }
 }
 
+/// What a call needs of its worker.
+struct Worker {
+    isolates: Isolates,
+    spares: Spares,
+    host: Arc<dyn Host>,
+}
+
 /// Runs one call on its runtime (creating the runtime if needed) and replies.
-async fn run_job(job: Job, isolates: Isolates, host: Arc<dyn Host>) {
+async fn run_job(job: Job, worker: Worker) {
     let Job {
         lease,
         program,
         request,
         reply,
     } = job;
+    let Worker {
+        isolates,
+        spares,
+        host,
+    } = worker;
     let id = lease.runtime;
     let started = Instant::now();
 
     let existing = isolates.borrow_mut().remove(&id);
     let existing = existing.filter(|isolate| isolate.key() == RuntimeKey::of(&program));
-    let mut isolate = match existing {
-        Some(isolate) => isolate,
-        None => match Isolate::new(&program, host) {
-            Ok(isolate) => {
-                tracing::debug!(runtime.id = id, integration.id = %program.integration, "created runtime");
-                isolate
+    let mut used_spare = false;
+    let created = match existing {
+        Some(isolate) => Ok(isolate),
+        None => {
+            let spare = spares.borrow_mut().pop();
+            tracing::debug!(runtime.id = id, integration.id = %program.integration, spare = spare.is_some(), "creating runtime");
+            match spare {
+                Some(mut isolate) => {
+                    used_spare = true;
+                    isolate.bind(&program).map(|()| isolate)
+                }
+                None => Isolate::new(&program, Arc::clone(&host)),
             }
-            Err(error) => {
-                lease.release(false);
-                let _ = reply.send(failed(error, started));
-                return;
-            }
-        },
+        }
     };
+    let isolate = match created {
+        Ok(isolate) => isolate,
+        Err(error) => {
+            lease.release(false);
+            let _ = reply.send(failed(error, started));
+            return;
+        }
+    };
+    run_call(isolate, lease, &request, reply, isolates, started).await;
+    if used_spare {
+        // Queued behind the answer, like everything after it.
+        tokio::task::spawn_local(refill(spares, host));
+    }
+}
 
-    let mut outcome = isolate.invoke(&request).await;
+/// Runs the call, answers, and gives the runtime back (or drops it).
+async fn run_call(
+    mut isolate: Isolate,
+    lease: Lease,
+    request: &Request,
+    reply: oneshot::Sender<Invocation>,
+    isolates: Isolates,
+    started: Instant,
+) {
+    let id = lease.runtime;
+    let mut outcome = isolate.invoke(request).await;
     outcome.invocation.duration = started.elapsed();
 
     if !outcome.healthy {

@@ -121,6 +121,7 @@ pub(crate) struct Isolate {
     state: Rc<HostState>,
     meter: Rc<Meter>,
     load_failure: Rc<RefCell<Option<String>>>,
+    modules: ImageModules,
     warm: Option<Scope>,
     /// With [`Isolation::Invocation`], the next call's stage, built after the previous call.
     spare: RefCell<Option<Stage>>,
@@ -130,24 +131,57 @@ pub(crate) struct Isolate {
 impl Isolate {
     /// Builds a runtime for `program` with its limits and module loader; runs no code yet.
     pub(crate) fn new(program: &Program, host: Arc<dyn Host>) -> Result<Self, InvokeError> {
+        let mut isolate = Self::unbound(host)?;
+        isolate.bind(program)?;
+        Ok(isolate)
+    }
+
+    /// A runtime for no program yet, with the stage of its first call already built: what a
+    /// cold start takes instead of building both while a call waits. `None` when it cannot be
+    /// built; the cold start then builds its own and reports why.
+    pub(crate) async fn spare(host: Arc<dyn Host>) -> Option<Self> {
+        let isolate = Self::unbound(host).ok()?;
+        let mut budget = Budget::new(&Limits::default());
+        let stage = isolate.stage(&mut budget).await.ok()?;
+        *isolate.spare.borrow_mut() = Some(stage);
+        Some(isolate)
+    }
+
+    /// Gives a runtime built by [`Isolate::spare`] (or [`Isolate::new`]) its program: image,
+    /// limits and integration. Runs no code.
+    pub(crate) fn bind(&mut self, program: &Program) -> Result<(), InvokeError> {
         let image = ProgramImage::parse(Arc::clone(&program.bytecode))
             .map_err(InvokeError::InvalidProgram)?;
+        self.modules.set_image(image);
+        self.runtime.set_memory_limit(program.limits.memory_bytes);
+        self.state.set_integration(&program.integration);
+        self.key = RuntimeKey::of(program);
+        Ok(())
+    }
+
+    fn unbound(host: Arc<dyn Host>) -> Result<Self, InvokeError> {
         let runtime = Runtime::new().map_err(|e| InvokeError::Internal(e.to_string()))?;
 
         let meter = Rc::new(Meter::default());
-        runtime.set_memory_limit(program.limits.memory_bytes);
         runtime.set_max_stack_size(JS_STACK_BYTES);
         runtime.set_interrupt_handler(Some(meter.handler()));
 
         let load_failure = Rc::new(RefCell::new(None));
-        let modules = ImageModules::new(Rc::new(image), Rc::clone(&load_failure));
-        runtime.set_loader(modules.clone(), modules);
+        let modules = ImageModules::new(Rc::clone(&load_failure));
+        runtime.set_loader(modules.clone(), modules.clone());
 
+        let limits = Limits::default();
+        runtime.set_memory_limit(limits.memory_bytes);
         Ok(Self {
-            key: RuntimeKey::of(program),
-            state: HostState::new(host, program.integration.clone()),
+            key: RuntimeKey {
+                version: 0,
+                limits,
+                isolation: Isolation::Warm,
+            },
+            state: HostState::new(host, String::new()),
             meter,
             load_failure,
+            modules,
             warm: None,
             spare: RefCell::new(None),
             runtime,

@@ -279,17 +279,26 @@ fn find_specifier(source: &str, specifier: &str) -> (u32, u32) {
     )
 }
 
-/// Run-time resolution and loading from a verified program image.
+/// Run-time resolution and loading from a verified program image. Until an image is set,
+/// only the built-in module loads.
 #[derive(Clone)]
 pub(crate) struct ImageModules {
-    image: Rc<ProgramImage>,
+    image: Rc<RefCell<Option<ProgramImage>>>,
     failure: Rc<RefCell<Option<String>>>,
 }
 
 impl ImageModules {
     /// Builds the loader; resolution failures are reported through `failure`.
-    pub(crate) fn new(image: Rc<ProgramImage>, failure: Rc<RefCell<Option<String>>>) -> Self {
-        Self { image, failure }
+    pub(crate) fn new(failure: Rc<RefCell<Option<String>>>) -> Self {
+        Self {
+            image: Rc::default(),
+            failure,
+        }
+    }
+
+    /// The program whose modules this loader serves, from now on.
+    pub(crate) fn set_image(&self, image: ProgramImage) {
+        *self.image.borrow_mut() = Some(image);
     }
 
     fn fail(&self, message: String) {
@@ -308,7 +317,13 @@ impl Resolver for ImageModules {
         name: &str,
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<String> {
-        resolve_specifier(base, name, |n| self.image.contains(n)).map_err(|message| {
+        let resolved = {
+            let image = self.image.borrow();
+            resolve_specifier(base, name, |n| {
+                image.as_ref().is_some_and(|i| i.contains(n))
+            })
+        };
+        resolved.map_err(|message| {
             self.fail(message.clone());
             Error::new_resolving_message(base, name, message)
         })
@@ -322,13 +337,15 @@ impl Loader for ImageModules {
         name: &str,
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<Module<'js, Declared>> {
-        let bytecode = if name == SPLICE {
-            prelude::bytecode().map_err(|e| Error::new_loading_message(name, e))?
-        } else {
-            self.image.module(name).ok_or_else(|| {
-                self.fail(format!("module '{name}' is not part of the program"));
-                Error::new_loading(name)
-            })?
+        if name == SPLICE {
+            let bytecode = prelude::bytecode().map_err(|e| Error::new_loading_message(name, e))?;
+            return load_bytecode(ctx, bytecode);
+        }
+        let image = self.image.borrow();
+        let Some(bytecode) = image.as_ref().and_then(|image| image.module(name)) else {
+            drop(image);
+            self.fail(format!("module '{name}' is not part of the program"));
+            return Err(Error::new_loading(name));
         };
         load_bytecode(ctx, bytecode)
     }

@@ -223,6 +223,45 @@ async fn invocation_isolation_starts_fresh_every_call() {
     assert_eq!(engine.resident_runtimes_of("fresh"), before);
 }
 
+/// Cold starts take runtimes built ahead of time; each must come out as its own program's:
+/// its modules, its name towards the host, its memory limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_starts_on_runtimes_built_ahead_belong_to_their_program() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let names = ["alpha", "beta", "gamma", "delta"];
+    for name in names {
+        // Time for the workers to build their spare runtimes.
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let main = "import { Integration } from 'splice';\n\
+             import { label } from './util.js';\n\
+             const integration = new Integration();\n\
+             integration.router.get('/who', async (ctx) => {\n\
+               const idp = await integration.tenant.connector(ctx, 'idp', 'acme');\n\
+               ctx.body = { label, token: await idp.token() };\n\
+             });\n\
+             integration.router.get('/big', (ctx) => { ctx.body = 'x'.repeat(64 << 20).length; });\n\
+             export default integration;\n";
+        let util = format!("export const label = '{name}';\n");
+        let program = program_files(name, 1, &[("integration.js", main), ("util.js", &util)]);
+
+        let body = json(&ok(engine.invoke(&program, get("/who")).await));
+        assert_eq!(
+            body,
+            serde_json::json!({"label": name, "token": "stale-token"})
+        );
+        let asked = host.tokens().last().map(|t| t.integration.clone());
+        assert_eq!(asked.as_deref(), Some(name));
+
+        let big = engine.invoke(&program, get("/big")).await;
+        assert!(
+            matches!(big.result, Err(InvokeError::MemoryLimit(_))),
+            "{name}: {:?}",
+            big.result
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_gets_a_new_runtime() {
     let host = Arc::new(FakeHost::default());
