@@ -650,15 +650,13 @@ async fn run_job(job: Job, worker: Worker) {
             }
         }
     };
-    let isolate = match created {
-        Ok(isolate) => isolate,
+    match created {
+        Ok(isolate) => run_call(isolate, lease, &request, reply, isolates, started).await,
         Err(error) => {
             lease.release(false);
             let _ = reply.send(failed(error, started));
-            return;
         }
-    };
-    run_call(isolate, lease, &request, reply, isolates, started).await;
+    }
     if used_spare {
         // Queued behind the answer, like everything after it.
         tokio::task::spawn_local(refill(spares, host));

@@ -460,7 +460,8 @@ async fn serve_dealt(
     app: Router,
     mut stop: Stop,
 ) {
-    let (open, all_closed) = tokio::sync::watch::channel(());
+    // Every connection holds a receiver; the sender is closed once all of them are gone.
+    let (tracker, untracked) = tokio::sync::watch::channel(());
     loop {
         let accepted = tokio::select! {
             accepted = dealt.recv() => accepted,
@@ -481,7 +482,7 @@ async fn serve_dealt(
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let io = hyper_util::rt::TokioIo::new(stream);
         let mut stop = stop.clone();
-        let open = open.subscribe();
+        let held = tracker.subscribe();
         tokio::task::spawn_local(async move {
             let connection =
                 hyper::server::conn::http1::Builder::new().serve_connection(io, service);
@@ -496,11 +497,11 @@ async fn serve_dealt(
             if let Err(error) = finished {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
-            drop(open);
+            drop(held);
         });
     }
-    drop(all_closed);
-    open.closed().await;
+    drop(untracked);
+    tracker.closed().await;
 }
 
 /// Resolves once `stop` is set; never, if it no longer can be.
