@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::api::{Host, Invocation, InvokeError, Isolation, Program, Request};
-use crate::isolate::{self, Isolate, RuntimeKey};
+use crate::isolate::{Isolate, RuntimeKey};
 
 thread_local! {
     /// The engine (by registry address) and worker index of the current thread, if it is a
@@ -701,7 +701,7 @@ async fn run_call(
     // starts once the connection has sent the answer.
     let _ = reply.send(outcome.invocation);
     tokio::task::spawn_local(async move {
-        isolate::collect_garbage(&isolate.runtime_handle());
+        isolate.collect_garbage();
         isolate.prepare().await;
         if lease.release(true) {
             isolates.borrow_mut().insert(id, isolate);

@@ -7,7 +7,7 @@
 //! operations in between (see [`crate::meter`] and [`crate::bindings`]). Scheduling isolates
 //! onto threads is [`crate::engine`]'s business, not this module's.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,9 @@ use crate::modules::{ImageModules, SPLICE};
 
 /// QuickJS's own stack budget; worker threads have far more, so overflow is a JS error.
 const JS_STACK_BYTES: usize = 1 << 20;
+
+/// Fresh-context calls between full garbage collections of their runtime.
+const COLLECT_EVERY: u32 = 4;
 
 /// After a failure, a runtime using this share of its memory limit is discarded.
 const MEMORY_PRESSURE_PERCENT: usize = 90;
@@ -125,6 +128,8 @@ pub(crate) struct Isolate {
     warm: Option<Scope>,
     /// With [`Isolation::Invocation`], the next call's stage, built after the previous call.
     spare: RefCell<Option<Stage>>,
+    /// Fresh-context calls since the last full collection.
+    since_collected: Cell<u32>,
     runtime: Runtime,
 }
 
@@ -184,6 +189,7 @@ impl Isolate {
             modules,
             warm: None,
             spare: RefCell::new(None),
+            since_collected: Cell::new(0),
             runtime,
         })
     }
@@ -193,9 +199,19 @@ impl Isolate {
         self.key
     }
 
-    /// A handle for collecting this runtime's garbage later (see [`collect_garbage`]).
-    pub(crate) fn runtime_handle(&self) -> Runtime {
-        self.runtime.clone()
+    /// Frees what finished fresh contexts left behind, every [`COLLECT_EVERY`] calls. Their
+    /// objects form cycles that only the collector frees; a full collection walks every live
+    /// object of the runtime, so it is spread over several calls, and at most that many
+    /// contexts' garbage (typically well under 1 MB) counts against the next call's memory
+    /// limit. QuickJS also collects on its own when allocations pass its threshold.
+    pub(crate) fn collect_garbage(&self) {
+        let calls = self.since_collected.get() + 1;
+        if calls < COLLECT_EVERY {
+            self.since_collected.set(calls);
+            return;
+        }
+        self.since_collected.set(0);
+        self.runtime.run_gc();
     }
 
     /// Runs one request through the program, within the program's limits.
@@ -635,11 +651,4 @@ fn internal_fault(message: &str) -> Fault {
         "response",
         message.to_owned(),
     ))
-}
-
-/// Frees what finished fresh contexts left behind. Their objects form cycles that only the
-/// collector frees; collecting right away keeps one invocation's garbage from counting
-/// against the next one's memory limit. Called after the reply, so it costs no latency.
-pub(crate) fn collect_garbage(runtime: &Runtime) {
-    runtime.run_gc();
 }
