@@ -100,16 +100,11 @@ async fn write_batches(store: Arc<dyn Store>, shared: Arc<Shared>) {
                 "invocation log queue was full; records were dropped"
             );
         }
-        loop {
-            let batch: Vec<InvocationRecord> = {
-                let mut queue = shared.lock();
-                let take = queue.records.len().min(BATCH);
-                queue.records.drain(..take).collect()
-            };
-            if batch.is_empty() {
-                break;
-            }
-            if let Err(err) = store.record_invocations(&batch).await {
+        // What came until now, flushes included; later records wait for the next round
+        // rather than trickling out a few at a time.
+        let records = std::mem::take(&mut shared.lock().records);
+        for batch in records.chunks(BATCH) {
+            if let Err(err) = store.record_invocations(batch).await {
                 tracing::error!(error = %err, count = batch.len(), "failed to write invocation log");
             }
         }
