@@ -126,7 +126,8 @@ pub(crate) struct Isolate {
     load_failure: Rc<RefCell<Option<String>>>,
     modules: ImageModules,
     warm: Option<Scope>,
-    /// With [`Isolation::Invocation`], the next call's stage, built after the previous call.
+    /// A stage built ahead: the first call's on a spare runtime, and with
+    /// [`Isolation::Invocation`] the next call's, built after the previous one answered.
     spare: RefCell<Option<Stage>>,
     /// Fresh-context calls since the last full collection.
     since_collected: Cell<u32>,
