@@ -19,8 +19,8 @@ use splice_sandbox::{
 use splice_store::Store;
 use tokio::runtime::Handle;
 
+use crate::batch::Enqueuer;
 use crate::credentials::{Credentials, Mode};
-use crate::enqueue::Enqueuer;
 use crate::outbound::{Outbound, Principal, host_error};
 use crate::programs::ProgramCache;
 use crate::worker::{self, JobSignals, NewTask};

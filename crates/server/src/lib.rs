@@ -6,8 +6,8 @@
 //! only through `splice_sandbox`.
 
 mod auth;
+mod batch;
 mod credentials;
-mod enqueue;
 mod error;
 mod extract;
 mod handlers;
@@ -91,7 +91,9 @@ pub struct Inner {
     /// Wakes workers when jobs are enqueued.
     pub jobs: Arc<worker::JobSignals>,
     /// Writes concurrently enqueued jobs (webhook intake, tasks) in batches.
-    pub enqueuer: enqueue::Enqueuer,
+    pub enqueuer: batch::Enqueuer,
+    /// Records the outcomes of jobs that finish together in batches.
+    pub outcomes: batch::Batcher<worker::OutcomeWrites>,
     /// Tokens recently handed to integration code; cleared when this node changes
     /// connectors, identities or installs.
     pub token_cache: Arc<host::TokenCache>,
@@ -127,7 +129,8 @@ impl AppState {
         let programs = programs::ProgramCache::default();
         let jobs = Arc::new(worker::JobSignals::default());
         let token_cache = Arc::new(host::TokenCache::default());
-        let enqueuer = enqueue::Enqueuer::start(store.clone());
+        let enqueuer = batch::Batcher::start(batch::JobWrites(store.clone()));
+        let outcomes = batch::Batcher::start(worker::OutcomeWrites(store.clone()));
         let host = host::SpliceHost::new(
             store.clone(),
             programs.clone(),
@@ -154,6 +157,7 @@ impl AppState {
             jobs,
             token_cache,
             enqueuer,
+            outcomes,
             task_wall: config.task_wall,
             task_retention: config.task_retention,
             queue_poll: config.queue_poll,

@@ -17,13 +17,16 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde_json::{Value, json};
-use splice_domain::{ConnectorId, Event, IntegrationId, InvocationRecord, now_millis};
+use splice_domain::{ConnectorId, Event, IntegrationId, InvocationRecord, Millis, now_millis};
 use splice_sandbox::{Request, RequestKind};
-use splice_store::{Announcement, Job, JobClaim, NewJob, retry_delay};
+use splice_store::{
+    Announcement, Job, JobClaim, JobOutcome, NewJob, Store, StoreError, retry_delay,
+};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::AppState;
+use crate::batch::Write;
 
 /// The kind of a background task job.
 pub const TASK_JOB: &str = "integration.task";
@@ -68,7 +71,7 @@ pub fn check_task_name(name: &str) -> Result<(), &'static str> {
 
 /// Queues a task (once per idempotency key) and wakes the workers.
 pub async fn enqueue_task(
-    enqueuer: &crate::enqueue::Enqueuer,
+    enqueuer: &crate::batch::Enqueuer,
     signals: &JobSignals,
     task: NewTask,
 ) -> Result<Job, splice_store::StoreError> {
@@ -89,8 +92,8 @@ pub async fn enqueue_task(
 pub struct JobSignals {
     ready: tokio::sync::Notify,
     announce: tokio::sync::Notify,
-    /// This node's job slots and their number, once the runner started.
-    slots: OnceLock<(Arc<Semaphore>, usize)>,
+    /// This node's job slots, once the runner started.
+    slots: OnceLock<Slots>,
     stopping: AtomicBool,
 }
 
@@ -168,22 +171,42 @@ fn deaf(state: &AppState) {
     });
 }
 
+/// A node's job slots: `run` is taken while a job runs, `recording` while its outcome waits to
+/// be written. A job frees its slot as soon as its outcome is queued for writing, so the next
+/// claim does not wait for the write; `recording` (twice the slots) bounds how many outcomes
+/// may wait.
+struct Slots {
+    run: Arc<Semaphore>,
+    recording: Arc<Semaphore>,
+    count: usize,
+}
+
 /// Starts this node's job runner: one claim loop that takes as many due jobs as it has free
 /// slots (`count`) in one claim, and runs each on its own task.
 pub fn spawn_workers(state: AppState, count: usize) {
     if count == 0 {
         return;
     }
-    let slots = Arc::new(Semaphore::new(count));
-    if state.jobs.slots.set((slots.clone(), count)).is_err() {
+    let slots = Slots {
+        run: Arc::new(Semaphore::new(count)),
+        recording: Arc::new(Semaphore::new(count * 2)),
+        count,
+    };
+    let (run, recording) = (slots.run.clone(), slots.recording.clone());
+    if state.jobs.slots.set(slots).is_err() {
         tracing::error!("job workers were started twice");
         return;
     }
     let node = format!("node-{}", splice_crypto::random_token(6));
-    tokio::spawn(claim_loop(state, node, slots));
+    tokio::spawn(claim_loop(state, node, run, recording));
 }
 
-async fn claim_loop(state: AppState, node: String, slots: Arc<Semaphore>) {
+async fn claim_loop(
+    state: AppState,
+    node: String,
+    slots: Arc<Semaphore>,
+    recording: Arc<Semaphore>,
+) {
     let mut last_purge = tokio::time::Instant::now();
     loop {
         // Wait for a free slot, then take every other free one.
@@ -213,11 +236,19 @@ async fn claim_loop(state: AppState, node: String, slots: Arc<Semaphore>) {
                     let span = tracing::info_span!(
                         "job", job.id = %job.id, job.kind = %job.kind, attempt = job.attempts
                     );
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        run_job(&state, job).instrument(span).await;
-                        drop(permit);
-                    });
+                    let (state, recording) = (state.clone(), recording.clone());
+                    tokio::spawn(
+                        async move {
+                            let finished = run_job(&state, &job).await;
+                            let Ok(waiting) = recording.acquire_owned().await else {
+                                return;
+                            };
+                            drop(permit);
+                            record_outcome(&state, job, finished).await;
+                            drop(waiting);
+                        }
+                        .instrument(span),
+                    );
                 }
                 drop(permits);
                 if claimed == wanted {
@@ -242,20 +273,28 @@ async fn claim_loop(state: AppState, node: String, slots: Arc<Semaphore>) {
 /// Stops claiming jobs and waits up to `grace` for the running ones to finish; a job still
 /// running after that runs again elsewhere once its lease lapses.
 pub async fn stop_workers(state: &AppState, grace: Duration) {
-    let Some((slots, count)) = state.jobs.slots.get() else {
+    let Some(slots) = state.jobs.slots.get() else {
         return;
     };
     state.jobs.stopping.store(true, Ordering::SeqCst);
     state.jobs.ready.notify_one();
-    let all = u32::try_from(*count).unwrap_or(u32::MAX);
-    match tokio::time::timeout(grace, slots.acquire_many(all)).await {
-        Ok(Ok(idle)) => idle.forget(),
-        Ok(Err(_)) => {}
+    let all = u32::try_from(slots.count).unwrap_or(u32::MAX);
+    let idle = async {
+        let run = slots.run.acquire_many(all).await;
+        let recorded = slots.recording.acquire_many(all.saturating_mul(2)).await;
+        (run, recorded)
+    };
+    match tokio::time::timeout(grace, idle).await {
+        Ok((Ok(run), Ok(recorded))) => {
+            run.forget();
+            recorded.forget();
+        }
+        Ok(_) => {}
         Err(_) => {
             tracing::warn!("jobs still running at shutdown; they run again after their lease")
         }
     }
-    slots.close();
+    slots.run.close();
 }
 
 async fn purge(state: &AppState) {
@@ -271,36 +310,98 @@ async fn purge(state: &AppState) {
     }
 }
 
-/// Runs one claimed job with its lease kept alive, then records the outcome.
-async fn run_job(state: &AppState, job: Job) {
+/// Runs one claimed job with its lease kept alive, and says what it came to.
+async fn run_job(state: &AppState, job: &Job) -> Finished {
     let heartbeat = tokio::spawn(keep_alive(state.clone(), job.clone()));
     let outcome = match job.kind.as_str() {
-        TASK_JOB => run_task(state, &job).await,
-        WEBHOOK_JOB => route_webhook(state, &job).await,
-        EVENT_JOB => run_event(state, &job).await,
-        CRON_JOB => run_cron(state, &job).await,
-        DELIVERY_JOB => deliver(state, &job).await,
+        TASK_JOB => run_task(state, job).await,
+        WEBHOOK_JOB => route_webhook(state, job).await,
+        EVENT_JOB => run_event(state, job).await,
+        CRON_JOB => run_cron(state, job).await,
+        DELIVERY_JOB => deliver(state, job).await,
         other => Err(Failure::final_(format!("unknown job kind {other:?}"))),
     };
     heartbeat.abort();
 
-    let now = now_millis();
-    let recorded = match &outcome {
-        Ok(result) => state.store.complete_job(&job, result, now).await,
+    match outcome {
+        Ok(result) => Finished::Succeeded(result),
         Err(Failure { message, retry }) => {
-            let retry_at = (*retry && job.attempts < job.max_attempts).then(|| {
+            let retry_at = (retry && job.attempts < job.max_attempts).then(|| {
                 let jitter = rand::thread_rng().r#gen::<f64>();
                 let delay = retry_delay(job.attempts, RETRY_BASE, RETRY_MAX, jitter);
-                now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
+                now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
             });
-            state.store.fail_job(&job, message, retry_at, now).await
+            Finished::Failed { message, retry_at }
         }
-    };
-    match recorded {
-        Ok(Some(finished)) => finished_event(state, &finished).await,
+    }
+}
+
+/// Writes a run's outcome (with the next batch), unless the run lost its job.
+async fn record_outcome(state: &AppState, job: Job, finished: Finished) {
+    match state.outcomes.submit((job, finished)).await {
+        Ok(Some(_)) => {}
         // Our lease lapsed and another worker owns the job now: its outcome wins.
         Ok(None) => tracing::warn!("job lease was lost; outcome dropped"),
         Err(err) => tracing::error!(error = %err, "recording a job outcome failed"),
+    }
+}
+
+/// What a run came to.
+pub enum Finished {
+    Succeeded(Value),
+    /// Queued again for `retry_at` while attempts are left, otherwise dead-lettered.
+    Failed {
+        message: String,
+        retry_at: Option<Millis>,
+    },
+}
+
+impl Finished {
+    fn outcome(&self) -> JobOutcome<'_> {
+        match self {
+            Finished::Succeeded(result) => JobOutcome::Succeeded(result),
+            Finished::Failed { message, retry_at } => JobOutcome::Failed {
+                error: message,
+                retry_at: *retry_at,
+            },
+        }
+    }
+}
+
+/// Records the outcomes of runs that finish together in one transaction, each with the event
+/// it means for the application ([`finished_event`]).
+pub struct OutcomeWrites(pub Arc<dyn Store>);
+
+impl Write for OutcomeWrites {
+    type Item = (Job, Finished);
+    type Output = Option<Job>;
+    /// One: outcomes that come while a batch is written make the next one bigger.
+    const WRITERS: usize = 1;
+
+    async fn write(&self, runs: Vec<(Job, Finished)>) -> Vec<Result<Option<Job>, StoreError>> {
+        let store = self.0.as_ref();
+        let outcomes: Vec<(&Job, JobOutcome<'_>)> = runs
+            .iter()
+            .map(|(job, done)| (job, done.outcome()))
+            .collect();
+        match store
+            .finish_jobs(&outcomes, now_millis(), &finished_event)
+            .await
+        {
+            Ok(finished) => finished.into_iter().map(Ok).collect(),
+            // One bad outcome must not lose the others: each is written alone.
+            Err(err) => {
+                tracing::warn!(error = %err, jobs = runs.len(), "batch of outcomes failed; writing one by one");
+                let mut answers = Vec::with_capacity(outcomes.len());
+                for run in &outcomes {
+                    let alone = store
+                        .finish_jobs(std::slice::from_ref(run), now_millis(), &finished_event)
+                        .await;
+                    answers.push(alone.map(|mut one| one.pop().flatten()));
+                }
+                answers
+            }
+        }
     }
 }
 
@@ -605,16 +706,16 @@ async fn invoke(
     outcome
 }
 
-/// Records what a finished job means for the application: `task.finished` or `task.failed`
-/// for tasks, `job.dead_lettered` for any other job (but deliveries) out of attempts.
-async fn finished_event(state: &AppState, job: &Job) {
+/// What a finished job means for the application: `task.finished` or `task.failed` for
+/// tasks, `job.dead_lettered` for any other job (but deliveries) out of attempts.
+fn finished_event(job: &Job) -> Option<Event> {
     let failed = job.status == splice_store::JobStatus::Failed;
     let kind = match (job.kind.as_str(), job.status) {
         (TASK_JOB, splice_store::JobStatus::Succeeded) => "task.finished",
         (TASK_JOB, splice_store::JobStatus::Failed) => "task.failed",
-        (DELIVERY_JOB, _) => return,
+        (DELIVERY_JOB, _) => return None,
         (_, _) if failed => "job.dead_lettered",
-        _ => return,
+        _ => return None,
     };
     let data = json!({
         "kind": job.kind,
@@ -623,13 +724,7 @@ async fn finished_event(state: &AppState, job: &Job) {
         "attempts": job.attempts,
         "error": job.last_error,
     });
-    if let Err(err) = state
-        .store
-        .record_event(&Event::new(kind, None, &job.id, data))
-        .await
-    {
-        tracing::warn!(error = %err, "could not record a task event");
-    }
+    Some(Event::new(kind, None, &job.id, data))
 }
 
 /// Signs and POSTs one event to one registered webhook; anything but a 2xx is retried.

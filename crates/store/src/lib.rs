@@ -395,6 +395,18 @@ pub struct JobQuery {
     pub limit: u32,
 }
 
+/// What became of a claimed run, for [`JobStore::finish_jobs`].
+#[derive(Clone, Copy, Debug)]
+pub enum JobOutcome<'a> {
+    /// Succeeded with this result.
+    Succeeded(&'a serde_json::Value),
+    /// Failed: queued again for `retry_at` while attempts are left, otherwise dead-lettered.
+    Failed {
+        error: &'a str,
+        retry_at: Option<Millis>,
+    },
+}
+
 /// The durable job queue.
 ///
 /// A run's outcome (`heartbeat_job`, `complete_job`, `fail_job`) is written only while the
@@ -433,6 +445,16 @@ pub trait JobStore: Send + Sync {
         retry_at: Option<Millis>,
         now: Millis,
     ) -> Result<Option<Job>>;
+    /// Records the outcomes of many claimed runs, each as [`complete_job`](Self::complete_job)
+    /// or [`fail_job`](Self::fail_job) would, in one transaction; with each outcome written,
+    /// the event `event` makes of the job it left behind, if any. Answers in the order of
+    /// `runs`: `None` where the run had lost its job (and no event for it).
+    async fn finish_jobs(
+        &self,
+        runs: &[(&Job, JobOutcome<'_>)],
+        now: Millis,
+        event: &(dyn for<'j> Fn(&'j Job) -> Option<Event> + Send + Sync),
+    ) -> Result<Vec<Option<Job>>>;
     async fn get_job(&self, id: &str) -> Result<Option<Job>>;
     /// Newest first.
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>>;

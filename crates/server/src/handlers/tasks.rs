@@ -38,7 +38,13 @@ pub async fn start_task(
     JsonBody(body): JsonBody<StartTask>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = integration_id(&id)?;
-    if state.store.integration_version(&id).await?.is_none() {
+    // From the program cache: on a busy queue this is asked once per task.
+    if state
+        .programs
+        .get(state.store.as_ref(), &id)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found(format!("integration {id}")));
     }
     check_task_name(&name).map_err(ApiError::invalid)?;

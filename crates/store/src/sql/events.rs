@@ -5,7 +5,7 @@ use splice_domain::{Event, EventId, TenantId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{SqlStore, from_json};
+use super::{Dialect, SqlStore, from_json};
 use crate::{EventQuery, EventStore, Result, StoreError};
 
 /// Inserts an event inside the caller's transaction.
@@ -21,6 +21,35 @@ pub(super) async fn insert_event(tx: &mut sqlx::AnyConnection, event: &Event) ->
     .bind(event.data.to_string())
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Events written per `INSERT` at most.
+const EVENTS_PER_INSERT: usize = 100;
+
+/// Inserts events inside the caller's transaction, in multi-row `INSERT`s, in order.
+pub(super) async fn insert_events(
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    events: &[Event],
+) -> Result<()> {
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO events (id, type, at, tenant, subject, data) VALUES {}",
+            dialect.value_rows(chunk.len(), 6, "")
+        );
+        let mut query = sqlx::query(&sql);
+        for event in chunk {
+            query = query
+                .bind(event.id.as_str())
+                .bind(&event.kind)
+                .bind(event.at)
+                .bind(event.tenant.as_ref().map(TenantId::as_str))
+                .bind(&event.subject)
+                .bind(event.data.to_string());
+        }
+        query.execute(&mut *tx).await?;
+    }
     Ok(())
 }
 

@@ -9,13 +9,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use splice_domain::Millis;
+use splice_domain::{Event, Millis};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::events::insert_events;
 use super::{Dialect, SqlStore, from_json, parse_column, to_json};
 use crate::{
-    Announcements, Job, JobClaim, JobQuery, JobStatus, JobStore, NewJob, Result, StoreError,
+    Announcements, Job, JobClaim, JobOutcome, JobQuery, JobStatus, JobStore, NewJob, Result,
+    StoreError,
 };
 
 /// Which jobs a claim may take: queued and due, or running under a lapsed lease.
@@ -148,7 +150,74 @@ fn read_job(row: &AnyRow) -> Result<Job> {
     })
 }
 
+/// The statement recording `outcome` for a claimed run: its own parameters, then the
+/// [`run_guard`]'s.
+fn outcome_sql(job: &Job, outcome: JobOutcome<'_>) -> String {
+    match outcome {
+        JobOutcome::Succeeded(_) => format!(
+            "UPDATE jobs SET status = 'succeeded', result = $1, lease_until = NULL, \
+             finished_at = $2, updated_at = $2 WHERE {} RETURNING *",
+            run_guard(3)
+        ),
+        JobOutcome::Failed { retry_at, .. } => match retry_after(job, retry_at) {
+            Some(_) => format!(
+                "UPDATE jobs SET status = 'queued', run_at = $3, last_error = $1, \
+                 lease_until = NULL, updated_at = $2 WHERE {} RETURNING *",
+                run_guard(4)
+            ),
+            None => format!(
+                "UPDATE jobs SET status = 'failed', last_error = $1, lease_until = NULL, \
+                 finished_at = $2, updated_at = $2 WHERE {} RETURNING *",
+                run_guard(3)
+            ),
+        },
+    }
+}
+
+/// When a failed run goes again: at `retry_at`, if it has attempts left. The guard pins
+/// `attempts` to the claimed run's, and `max_attempts` never changes, so deciding here is the
+/// same as deciding in SQL.
+fn retry_after(job: &Job, retry_at: Option<Millis>) -> Option<Millis> {
+    retry_at.filter(|_| job.attempts < job.max_attempts)
+}
+
+/// Binds the parameters of [`outcome_sql`] that come before the guard's.
+fn bind_outcome<'q>(
+    sql: &'q str,
+    job: &Job,
+    outcome: JobOutcome<'q>,
+    now: Millis,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let query = sqlx::query(sql);
+    match outcome {
+        JobOutcome::Succeeded(result) => query.bind(to_json(result)).bind(now),
+        JobOutcome::Failed { error, retry_at } => {
+            let query = query.bind(error).bind(now);
+            match retry_after(job, retry_at) {
+                Some(at) => query.bind(at),
+                None => query,
+            }
+        }
+    }
+}
+
 impl SqlStore {
+    /// Marks `runs` claimed runs succeeded in one statement: per run its id, lease owner,
+    /// attempt (the [`run_guard`]), result and the time, as `VALUES` rows.
+    fn succeed_sql(&self, runs: usize) -> String {
+        let returning = match self.dialect {
+            Dialect::Postgres => "jobs.*",
+            Dialect::Sqlite => "*",
+        };
+        format!(
+            "UPDATE jobs SET status = 'succeeded', result = v.column4, lease_until = NULL, \
+             finished_at = v.column5, updated_at = v.column5 FROM (VALUES {}) AS v \
+             WHERE jobs.id = v.column1 AND jobs.status = 'running' \
+             AND jobs.lease_owner = v.column2 AND jobs.attempts = v.column3 RETURNING {returning}",
+            self.dialect.value_rows(runs, 5, "")
+        )
+    }
+
     /// Dead-letters running jobs whose lease lapsed on their last attempt (a job that kills
     /// its node every time must not cycle forever). Claims never take those, so this runs at
     /// most once a second per process rather than before every claim.
@@ -326,13 +395,10 @@ impl JobStore for SqlStore {
         result: &serde_json::Value,
         now: Millis,
     ) -> Result<Option<Job>> {
-        let sql = format!(
-            "UPDATE jobs SET status = 'succeeded', result = $1, lease_until = NULL, \
-             finished_at = $2, updated_at = $2 WHERE {} RETURNING *",
-            run_guard(3)
-        );
-        let query = sqlx::query(&sql).bind(to_json(result)).bind(now);
-        self.write_outcome(query, job).await
+        let outcome = JobOutcome::Succeeded(result);
+        let sql = outcome_sql(job, outcome);
+        self.write_outcome(bind_outcome(&sql, job, outcome, now), job)
+            .await
     }
 
     async fn fail_job(
@@ -342,26 +408,70 @@ impl JobStore for SqlStore {
         retry_at: Option<Millis>,
         now: Millis,
     ) -> Result<Option<Job>> {
-        // The guard pins `attempts` to the claimed run's, and `max_attempts` never changes, so
-        // deciding here is the same as deciding in SQL.
-        let retry_at = retry_at.filter(|_| job.attempts < job.max_attempts);
-        let sql = match retry_at {
-            Some(_) => format!(
-                "UPDATE jobs SET status = 'queued', run_at = $3, last_error = $1, \
-                 lease_until = NULL, updated_at = $2 WHERE {} RETURNING *",
-                run_guard(4)
-            ),
-            None => format!(
-                "UPDATE jobs SET status = 'failed', last_error = $1, lease_until = NULL, \
-                 finished_at = $2, updated_at = $2 WHERE {} RETURNING *",
-                run_guard(3)
-            ),
-        };
-        let mut query = sqlx::query(&sql).bind(error).bind(now);
-        if let Some(at) = retry_at {
-            query = query.bind(at);
+        let outcome = JobOutcome::Failed { error, retry_at };
+        let sql = outcome_sql(job, outcome);
+        self.write_outcome(bind_outcome(&sql, job, outcome, now), job)
+            .await
+    }
+
+    async fn finish_jobs(
+        &self,
+        runs: &[(&Job, JobOutcome<'_>)],
+        now: Millis,
+        event: &(dyn for<'j> Fn(&'j Job) -> Option<Event> + Send + Sync),
+    ) -> Result<Vec<Option<Job>>> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        let mut finished: Vec<Option<Job>> = vec![None; runs.len()];
+        // Successes, the common case, in one statement per chunk; failures one by one.
+        let succeeded: Vec<(usize, &Job, &str, &serde_json::Value)> = runs
+            .iter()
+            .enumerate()
+            .filter_map(
+                |(at, &(job, outcome))| match (job.lease_owner.as_deref(), outcome) {
+                    (Some(owner), JobOutcome::Succeeded(result)) => Some((at, job, owner, result)),
+                    _ => None,
+                },
+            )
+            .collect();
+        for chunk in succeeded.chunks(JOBS_PER_INSERT) {
+            let sql = self.succeed_sql(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for &(_, job, owner, result) in chunk {
+                query = query
+                    .bind(job.id.as_str())
+                    .bind(owner)
+                    .bind(i64::from(job.attempts))
+                    .bind(to_json(result))
+                    .bind(now);
+            }
+            let mut written: HashMap<String, Job> = HashMap::with_capacity(chunk.len());
+            for row in query.fetch_all(&mut *tx).await? {
+                let job = read_job(&row)?;
+                written.insert(job.id.clone(), job);
+            }
+            for &(at, job, _, _) in chunk {
+                finished[at] = written.remove(&job.id);
+            }
         }
-        self.write_outcome(query, job).await
+        for (at, &(job, outcome)) in runs.iter().enumerate() {
+            let (Some(owner), JobOutcome::Failed { .. }) = (job.lease_owner.as_deref(), outcome)
+            else {
+                continue;
+            };
+            let sql = outcome_sql(job, outcome);
+            let row = bind_outcome(&sql, job, outcome, now)
+                .bind(job.id.as_str())
+                .bind(owner)
+                .bind(i64::from(job.attempts))
+                .fetch_optional(&mut *tx)
+                .await?;
+            finished[at] = row.as_ref().map(read_job).transpose()?;
+        }
+        let events: Vec<Event> = finished.iter().flatten().filter_map(event).collect();
+        insert_events(&mut tx, self.dialect(), &events).await?;
+        tx.commit().await?;
+        Ok(finished)
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<Job>> {

@@ -113,6 +113,7 @@ storage_suite!(
     claims_take_the_oldest_due_first_up_to_the_limit,
     a_lapsed_lease_is_reclaimed_and_the_stale_run_refused,
     failures_retry_then_dead_letter_with_the_last_error,
+    a_batch_of_outcomes_is_written_with_its_events,
     replay_and_cancel_move_jobs_between_states,
     a_lapsed_last_attempt_becomes_a_dead_letter,
     the_partition_limit_caps_running_jobs,
@@ -1308,6 +1309,117 @@ async fn failures_retry_then_dead_letter_with_the_last_error(_db: &TestDb, store
         .await
         .unwrap();
     assert_eq!(final_failure.unwrap().status, JobStatus::Failed);
+}
+
+async fn a_batch_of_outcomes_is_written_with_its_events(_db: &TestDb, store: SqlStore) {
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|n| NewJob {
+            max_attempts: 2,
+            ..new_job("integration.task", n, 0)
+        })
+        .collect();
+    let queued: Vec<Job> = store
+        .enqueue_jobs(&jobs, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(job, _)| job)
+        .collect();
+    let claim = JobClaim {
+        limit: 4,
+        ..claim_at("w", 1_000)
+    };
+    let runs = store.claim_jobs(&claim).await.unwrap();
+    assert_eq!(runs.len(), 4);
+    let mut stale = runs[3].clone();
+    stale.lease_owner = Some("another".into());
+    let never_claimed = queued
+        .iter()
+        .find(|job| runs.iter().all(|run| run.id != job.id))
+        .unwrap()
+        .clone();
+
+    let result = serde_json::json!({ "synced": 3 });
+    let outcomes = [
+        (&runs[0], JobOutcome::Succeeded(&result)),
+        (
+            &runs[1],
+            JobOutcome::Failed {
+                error: "HTTP 503",
+                retry_at: Some(5_000),
+            },
+        ),
+        (
+            &runs[2],
+            JobOutcome::Failed {
+                error: "bad payload",
+                retry_at: None,
+            },
+        ),
+        (&stale, JobOutcome::Succeeded(&result)),
+        (&never_claimed, JobOutcome::Succeeded(&result)),
+    ];
+    let event = |job: &Job| {
+        let kind = format!("test.{}", job.status.as_str());
+        Some(Event::new(
+            &kind,
+            None,
+            &job.id,
+            serde_json::json!(job.last_error),
+        ))
+    };
+    let finished = store.finish_jobs(&outcomes, 1_200, &event).await.unwrap();
+
+    let statuses: Vec<Option<JobStatus>> = finished
+        .iter()
+        .map(|j| j.as_ref().map(|j| j.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            Some(JobStatus::Succeeded),
+            Some(JobStatus::Queued),
+            Some(JobStatus::Failed),
+            None,
+            None
+        ]
+    );
+    let done = finished[0].as_ref().unwrap();
+    assert_eq!(done.result, Some(result.clone()));
+    assert_eq!((done.finished_at, done.lease_until), (Some(1_200), None));
+    let retried = finished[1].as_ref().unwrap();
+    assert_eq!((retried.run_at, retried.attempts), (5_000, 1));
+    assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
+    let dead = finished[2].as_ref().unwrap();
+    assert_eq!(dead.last_error.as_deref(), Some("bad payload"));
+    // What lost its run is as the claim left it.
+    assert_eq!(store.get_job(&runs[3].id).await.unwrap().unwrap(), runs[3]);
+    assert_eq!(
+        store.get_job(&never_claimed.id).await.unwrap().unwrap(),
+        never_claimed
+    );
+
+    // One event per written outcome, in order, and none for the others.
+    let query = EventQuery {
+        after: Some(String::new()),
+        limit: 10,
+        ..Default::default()
+    };
+    let events: Vec<(String, String)> = store
+        .list_events(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.subject))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("test.succeeded".to_owned(), runs[0].id.clone()),
+            ("test.queued".to_owned(), runs[1].id.clone()),
+            ("test.failed".to_owned(), runs[2].id.clone()),
+        ]
+    );
 }
 
 async fn replay_and_cancel_move_jobs_between_states(_db: &TestDb, store: SqlStore) {
