@@ -78,7 +78,11 @@ fn kinds_clause(count: usize, first: usize) -> String {
 /// so concurrent claimers pass over each other's rows instead of waiting or sharing them.
 /// SQLite runs the statement under its single write lock. With a partition limit, window
 /// functions rule out `FOR UPDATE`; the caller serializes those claims instead.
-fn claim_sql(dialect: Dialect, kinds: usize, limited: bool) -> String {
+///
+/// Running jobs whose lease lapsed are looked for only when `lapsed` (once a second, see
+/// [`SqlStore::sweep_lapsed`]): until vacuumed, every job that ran leaves an index entry
+/// under `running`, and walking those on every claim cost milliseconds under load.
+fn claim_sql(dialect: Dialect, kinds: usize, limited: bool, lapsed: bool) -> String {
     let kinds = kinds_clause(kinds, if limited { 6 } else { 5 });
     let due = if limited {
         format!(
@@ -100,13 +104,20 @@ fn claim_sql(dialect: Dialect, kinds: usize, limited: bool) -> String {
         };
         // Each half walks the claim index in order and stops at the limit: queued jobs by
         // `run_at`, and the (few) running ones whose lease lapsed.
-        format!(
-            "WITH due AS (SELECT id, run_at FROM (SELECT id, run_at FROM jobs \
-             WHERE status = 'queued' AND run_at <= $1{kinds} ORDER BY run_at, id LIMIT $4{lock}) \
-             AS queued UNION ALL SELECT id, run_at FROM (SELECT id, run_at FROM jobs \
-             WHERE status = 'running' AND lease_until < $1 AND attempts < max_attempts{kinds} \
-             ORDER BY run_at, id LIMIT $4{lock}) AS lapsed ORDER BY run_at, id LIMIT $4)"
-        )
+        let queued = format!(
+            "SELECT id, run_at FROM (SELECT id, run_at FROM jobs WHERE status = 'queued' \
+             AND run_at <= $1{kinds} ORDER BY run_at, id LIMIT $4{lock}) AS queued"
+        );
+        if lapsed {
+            format!(
+                "WITH due AS ({queued} UNION ALL SELECT id, run_at FROM (SELECT id, run_at \
+                 FROM jobs WHERE status = 'running' AND lease_until < $1 \
+                 AND attempts < max_attempts{kinds} ORDER BY run_at, id LIMIT $4{lock}) \
+                 AS lapsed ORDER BY run_at, id LIMIT $4)"
+            )
+        } else {
+            format!("WITH due AS ({queued})")
+        }
     };
     format!("{due} {TAKE} WHERE id IN (SELECT id FROM due) AND {STILL_DUE} RETURNING *")
 }
@@ -218,13 +229,13 @@ impl SqlStore {
         )
     }
 
-    /// Dead-letters running jobs whose lease lapsed on their last attempt (a job that kills
-    /// its node every time must not cycle forever). Claims never take those, so this runs at
-    /// most once a second per process rather than before every claim.
-    async fn reap_lapsed_last_attempts(&self, claim: &JobClaim<'_>) -> Result<()> {
+    /// At most once a second per process, and then says so: dead-letters running jobs whose
+    /// lease lapsed on their last attempt (a job that kills its node every time must not cycle
+    /// forever), before a claim that also takes the lapsed runs with attempts left.
+    async fn sweep_lapsed(&self, claim: &JobClaim<'_>) -> Result<bool> {
         let last = self.last_reap.load(Ordering::Relaxed);
         if claim.now.saturating_sub(last) < REAP_EVERY_MS && claim.now >= last {
-            return Ok(());
+            return Ok(false);
         }
         self.last_reap.store(claim.now, Ordering::Relaxed);
         let sql = format!(
@@ -246,7 +257,7 @@ impl SqlStore {
                 "jobs dead-lettered after their last lease expired"
             );
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Binds the run guard's id, lease owner and attempt after the parameters `query` has
@@ -344,9 +355,9 @@ impl JobStore for SqlStore {
     async fn claim_jobs(&self, claim: &JobClaim<'_>) -> Result<Vec<Job>> {
         let limited = claim.max_running_per_partition.is_some();
         let _turn = self.write_turn().await;
-        self.reap_lapsed_last_attempts(claim).await?;
+        let lapsed = self.sweep_lapsed(claim).await?;
 
-        let sql = claim_sql(self.dialect, claim.kinds.len(), limited);
+        let sql = claim_sql(self.dialect, claim.kinds.len(), limited, lapsed);
         let mut query = sqlx::query(&sql)
             .bind(claim.now)
             .bind(claim.worker)
@@ -358,19 +369,32 @@ impl JobStore for SqlStore {
         for kind in claim.kinds {
             query = query.bind(*kind);
         }
-        // One statement, so one round trip; only a partition limit needs a transaction, to
-        // hold the lock that serializes those claims.
-        let rows = if limited && self.dialect == Dialect::Postgres {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(PARTITION_CLAIM_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            let rows = query.fetch_all(&mut *tx).await?;
-            tx.commit().await?;
-            rows
-        } else {
-            query.fetch_all(&self.pool).await?
+        // On SQLite one statement. On PostgreSQL a transaction: a partition limit holds the
+        // lock that serializes those claims; other claims turn bitmap scans off, because with
+        // statistics from before a burst the planner expects few queued jobs and would read
+        // and sort every one of them to take a few, where the claim index hands them over in
+        // order (a 34,000-job backlog: 28 ms per claim instead of 1).
+        let rows = match (self.dialect, limited) {
+            (Dialect::Sqlite, _) => query.fetch_all(&self.pool).await?,
+            (Dialect::Postgres, true) => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(PARTITION_CLAIM_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows
+            }
+            (Dialect::Postgres, false) => {
+                let mut tx = self
+                    .pool
+                    .begin_with("BEGIN; SET LOCAL enable_bitmapscan = off")
+                    .await?;
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows
+            }
         };
 
         let mut jobs = rows.iter().map(read_job).collect::<Result<Vec<_>>>()?;

@@ -1188,8 +1188,16 @@ async fn a_lapsed_lease_is_reclaimed_and_the_stale_run_refused(_db: &TestDb, sto
             .unwrap()
             .is_empty()
     );
+    // Lapsed runs are looked for once a second: the last look was a millisecond ago.
+    assert!(
+        store
+            .claim_jobs(&claim_at("node-b", 31_001))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let fresh = store
-        .claim_jobs(&claim_at("node-b", 31_001))
+        .claim_jobs(&claim_at("node-b", 32_000))
         .await
         .unwrap()
         .remove(0);
