@@ -523,24 +523,21 @@ async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
 
     // No install matched: integrations using the connector may handle it as unmatched.
     let mut unmatched = Vec::new();
-    for integration in state.store.list_integrations().await.map_err(store_error)? {
-        let Some(name) = integration
-            .connectors
-            .iter()
-            .find(|(_, id)| **id == connector)
-            .map(|(name, _)| name.clone())
-        else {
-            continue;
-        };
+    let using = state
+        .store
+        .integrations_using(&connector)
+        .await
+        .map_err(store_error)?;
+    for (integration, name) in &using {
         let target = EventTarget {
-            integration: &integration.id,
+            integration,
             install: None,
-            name: &name,
+            name,
         };
         enqueue_event(state, job, &target)
             .await
             .map_err(store_error)?;
-        unmatched.push(integration.id.to_string());
+        unmatched.push(integration.to_string());
     }
     if unmatched.is_empty() {
         tracing::info!(connector.id = %connector, event = %job.payload["type"], "webhook matched no install or integration; dropped");

@@ -115,6 +115,12 @@ pub trait IntegrationStore: Send + Sync {
     /// The integration with its bytecode, for running it.
     async fn get_program(&self, id: &IntegrationId) -> Result<Option<StoredProgram>>;
     async fn list_integrations(&self) -> Result<Vec<Integration>>;
+    /// The integrations that declare `connector`, each with the name it gives it, by id —
+    /// without reading their files.
+    async fn integrations_using(
+        &self,
+        connector: &ConnectorId,
+    ) -> Result<Vec<(IntegrationId, String)>>;
     /// Integrations that declare schedules: id, schedules, and when they were deployed.
     async fn scheduled_integrations(
         &self,

@@ -1,7 +1,9 @@
 //! Integrations: source files, compiled bytecode and runtime settings.
 
 use async_trait::async_trait;
-use splice_domain::{Integration, IntegrationId};
+use std::collections::BTreeMap;
+
+use splice_domain::{ConnectorId, Integration, IntegrationId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -85,6 +87,26 @@ impl IntegrationStore for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(read_integration).collect()
+    }
+
+    async fn integrations_using(
+        &self,
+        connector: &ConnectorId,
+    ) -> Result<Vec<(IntegrationId, String)>> {
+        let rows = sqlx::query("SELECT id, connectors FROM integrations ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut using = Vec::new();
+        for row in &rows {
+            let connectors: BTreeMap<String, ConnectorId> =
+                from_json(row.try_get("connectors")?, "connectors")?;
+            if let Some((name, _)) = connectors.iter().find(|(_, id)| *id == connector) {
+                let id = IntegrationId::parse(row.try_get("id")?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                using.push((id, name.clone()));
+            }
+        }
+        Ok(using)
     }
 
     async fn integration_version(&self, id: &IntegrationId) -> Result<Option<i64>> {

@@ -93,6 +93,7 @@ storage_suite!(
     provider_connectors_round_trip_with_and_without_a_secret,
     connector_update_checks_the_version,
     deploys_bump_the_version_and_keep_created_at,
+    integrations_using_a_connector_come_with_its_name,
     schedules_are_stored_and_their_slots_only_advance,
     auth_state_is_single_use,
     identities_are_found_by_subject_and_tenant,
@@ -336,6 +337,40 @@ async fn connector_update_checks_the_version(_db: &TestDb, store: SqlStore) {
     assert!(store.delete_connector(&c.id).await.unwrap());
     assert!(!store.delete_connector(&c.id).await.unwrap());
     assert!(store.get_connector(&c.id).await.unwrap().is_none());
+}
+
+async fn integrations_using_a_connector_come_with_its_name(_db: &TestDb, store: SqlStore) {
+    let mut crm = integration("crm-sync");
+    crm.connectors
+        .insert("crm".into(), ConnectorId::parse("hubspot").unwrap());
+    let mut other = integration("chat");
+    other.connectors.clear();
+    for (integration, code) in [(&crm, b"c"), (&other, b"o"), (&integration("mail"), b"m")] {
+        store.put_integration(integration, code).await.unwrap();
+    }
+    let using = |id: &str| {
+        let store = store.clone();
+        let id = ConnectorId::parse(id).unwrap();
+        async move { store.integrations_using(&id).await.unwrap() }
+    };
+    let names = |pairs: Vec<(IntegrationId, String)>| -> Vec<(String, String)> {
+        pairs
+            .into_iter()
+            .map(|(id, n)| (id.to_string(), n))
+            .collect()
+    };
+    assert_eq!(
+        names(using("hubspot").await),
+        [("crm-sync".to_owned(), "crm".to_owned())]
+    );
+    assert_eq!(
+        names(using("idp").await),
+        [
+            ("crm-sync".to_owned(), "idp".to_owned()),
+            ("mail".to_owned(), "idp".to_owned())
+        ]
+    );
+    assert!(using("slack").await.is_empty());
 }
 
 async fn deploys_bump_the_version_and_keep_created_at(_db: &TestDb, store: SqlStore) {
