@@ -49,8 +49,10 @@ const LAPSED_ON_LAST_ATTEMPT: &str = "the lease of the last attempt expired";
 /// parameter limits).
 const ENQUEUE_COLUMNS: usize = 9;
 const JOBS_PER_INSERT: usize = 100;
-/// How often a process dead-letters lapsed last attempts.
+/// How often a process dead-letters lapsed last attempts (and claims without a floor).
 const REAP_EVERY_MS: Millis = 1_000;
+/// How far below the oldest job a claim took the next claim starts looking.
+const FLOOR_SLACK_MS: Millis = 1_000;
 
 /// The outcome guard: the job is still the claimed run (`$n` numbering from `first`).
 fn run_guard(first: usize) -> String {
@@ -71,19 +73,24 @@ fn kinds_clause(count: usize, first: usize) -> String {
     format!(" AND kind IN ({})", params.join(", "))
 }
 
-/// The claim statement. Parameters: `$1` now, `$2` worker, `$3` lease end, `$4` limit, then
-/// `$5` the partition limit when `limited`, then the kinds.
+/// The claim statement. Parameters: `$1` now, `$2` worker, `$3` lease end, `$4` limit, `$5`
+/// the partition limit when `limited` and the floor otherwise, then the kinds.
 ///
 /// Without a partition limit, PostgreSQL locks the chosen rows with `FOR UPDATE SKIP LOCKED`,
 /// so concurrent claimers pass over each other's rows instead of waiting or sharing them.
 /// SQLite runs the statement under its single write lock. With a partition limit, window
 /// functions rule out `FOR UPDATE`; the caller serializes those claims instead.
 ///
-/// Running jobs whose lease lapsed are looked for only when `lapsed` (once a second, see
-/// [`SqlStore::sweep_lapsed`]): until vacuumed, every job that ran leaves an index entry
-/// under `running`, and walking those on every claim cost milliseconds under load.
+/// Between sweeps (once a second, see [`SqlStore::sweep_lapsed`]) a claim looks only at
+/// queued jobs due at or after the floor: a second before the oldest `run_at` the previous
+/// claim took. On PostgreSQL every job claimed leaves an index entry under `queued` until
+/// vacuumed, and walking them from the oldest on every claim cost a millisecond and more
+/// during a burst. Jobs are queued due at the time they are built or later, so below the
+/// floor there can only be one committed more than a second after it was built, or queued by
+/// a node whose clock is behind; the sweep claims without a floor and finds it. Running jobs
+/// whose lease lapsed are looked for only by the sweep too (`lapsed`).
 fn claim_sql(dialect: Dialect, kinds: usize, limited: bool, lapsed: bool) -> String {
-    let kinds = kinds_clause(kinds, if limited { 6 } else { 5 });
+    let kinds = kinds_clause(kinds, 6);
     let due = if limited {
         format!(
             "WITH running AS (SELECT partition_key, COUNT(*) AS n FROM jobs \
@@ -106,7 +113,8 @@ fn claim_sql(dialect: Dialect, kinds: usize, limited: bool, lapsed: bool) -> Str
         // `run_at`, and the (few) running ones whose lease lapsed.
         let queued = format!(
             "SELECT id, run_at FROM (SELECT id, run_at FROM jobs WHERE status = 'queued' \
-             AND run_at <= $1{kinds} ORDER BY run_at, id LIMIT $4{lock}) AS queued"
+             AND run_at <= $1 AND run_at >= $5{kinds} ORDER BY run_at, id LIMIT $4{lock}) \
+             AS queued"
         );
         if lapsed {
             format!(
@@ -363,9 +371,14 @@ impl JobStore for SqlStore {
             .bind(claim.worker)
             .bind(claim.now.saturating_add(millis(claim.lease)))
             .bind(i64::from(claim.limit));
-        if let Some(max) = claim.max_running_per_partition {
-            query = query.bind(i64::from(max));
-        }
+        let floor = match lapsed {
+            true => Millis::MIN,
+            false => self.claim_floor.load(Ordering::Relaxed),
+        };
+        query = match claim.max_running_per_partition {
+            Some(max) => query.bind(i64::from(max)),
+            None => query.bind(floor),
+        };
         for kind in claim.kinds {
             query = query.bind(*kind);
         }
@@ -399,6 +412,10 @@ impl JobStore for SqlStore {
 
         let mut jobs = rows.iter().map(read_job).collect::<Result<Vec<_>>>()?;
         jobs.sort_by(|a, b| (a.run_at, &a.id).cmp(&(b.run_at, &b.id)));
+        if let (false, Some(oldest)) = (limited, jobs.first()) {
+            let floor = oldest.run_at.saturating_sub(FLOOR_SLACK_MS);
+            self.claim_floor.store(floor, Ordering::Relaxed);
+        }
         Ok(jobs)
     }
 

@@ -110,6 +110,8 @@ pub struct SqlStore {
     writers: Arc<tokio::sync::Mutex<()>>,
     /// When this process last dead-lettered lapsed last attempts (see `jobs`).
     last_reap: Arc<std::sync::atomic::AtomicI64>,
+    /// The oldest `run_at` a claim may need to look at between sweeps (see `jobs`).
+    claim_floor: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Why the store could not be opened.
@@ -180,6 +182,7 @@ impl SqlStore {
             url,
             writers: Arc::default(),
             last_reap: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+            claim_floor: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
         })
     }
 

@@ -113,6 +113,7 @@ storage_suite!(
     jobs_wait_for_their_run_at_and_kind,
     claims_take_the_oldest_due_first_up_to_the_limit,
     a_lapsed_lease_is_reclaimed_and_the_stale_run_refused,
+    a_job_queued_below_the_claim_floor_waits_for_the_sweep,
     failures_retry_then_dead_letter_with_the_last_error,
     a_batch_of_outcomes_is_written_with_its_events,
     replay_and_cancel_move_jobs_between_states,
@@ -1204,6 +1205,35 @@ async fn claims_take_the_oldest_due_first_up_to_the_limit(_db: &TestDb, store: S
         .map(|j| j.id)
         .collect();
     assert_eq!(claimed, vec![made[1].id.clone(), made[2].id.clone()]);
+}
+
+async fn a_job_queued_below_the_claim_floor_waits_for_the_sweep(_db: &TestDb, store: SqlStore) {
+    let (first, _) = store.enqueue_job(&new_job("k", 1, 5_000), 0).await.unwrap();
+    let taken = store.claim_jobs(&claim_at("w", 6_000)).await.unwrap();
+    assert_eq!(taken[0].id, first.id);
+
+    // Between sweeps claims start a second below the oldest job the last one took: a job
+    // due before that (built long before it was committed, or by a node whose clock is
+    // behind) waits for the next sweep.
+    let (late, _) = store.enqueue_job(&new_job("k", 2, 2_999), 0).await.unwrap();
+    let (close, _) = store.enqueue_job(&new_job("k", 3, 4_000), 0).await.unwrap();
+    let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.claim_jobs(&claim_at("w", 6_001)).await.unwrap()),
+        [close.id]
+    );
+    assert!(
+        store
+            .claim_jobs(&claim_at("w", 6_500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The sweep, a second after the last, claims from the oldest.
+    assert_eq!(
+        ids(store.claim_jobs(&claim_at("w", 7_000)).await.unwrap()),
+        [late.id]
+    );
 }
 
 async fn a_lapsed_lease_is_reclaimed_and_the_stale_run_refused(_db: &TestDb, store: SqlStore) {
