@@ -97,6 +97,8 @@ pub struct Inner {
     /// Tokens recently handed to integration code; cleared when this node changes
     /// connectors, identities or installs.
     pub token_cache: Arc<host::TokenCache>,
+    /// Connectors' webhook verifiers, recently read; cleared when this node changes connectors.
+    pub webhook_verifiers: handlers::webhooks::Verifiers,
     pub task_wall: Duration,
     pub task_retention: Duration,
     pub queue_poll: Duration,
@@ -158,6 +160,7 @@ impl AppState {
             token_cache,
             enqueuer,
             outcomes,
+            webhook_verifiers: Default::default(),
             task_wall: config.task_wall,
             task_retention: config.task_retention,
             queue_poll: config.queue_poll,

@@ -415,3 +415,51 @@ async fn asana_hook_secrets_are_kept_from_the_handshake_and_checked() {
         "the hook secret reached the log"
     );
 }
+
+/// Signature verifiers are kept in memory between deliveries; a secret changed on this node
+/// applies to the next delivery.
+#[tokio::test]
+async fn a_rotated_webhook_secret_applies_to_the_next_delivery() {
+    let app = TestApp::start().await;
+    let config = |secret: &str| {
+        json!({
+            "settings": { "base_url": "http://127.0.0.1:9" },
+            "webhook": {
+                "provider": "generic",
+                "secret": secret,
+                "scheme": {"scheme": "hmac", "header": "X-Signature", "algorithm": "sha256",
+                           "encoding": "hex", "prefix": "sha256="},
+            },
+        })
+    };
+    let deliver = |secret: &'static str| signed_delivery(&app, secret);
+    let created = json!({"id": "hooks", "provider": "api_key", "config": config("first-secret")});
+    let (status, created) = app.post("/v1/connectors", &created).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(deliver("first-secret").await, StatusCode::OK);
+    assert_eq!(deliver("second-secret").await, StatusCode::UNAUTHORIZED);
+
+    let replaced = json!({"provider": "api_key", "config": config("second-secret")});
+    let (status, updated) = app.put("/v1/connectors/hooks", &replaced).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(deliver("first-secret").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(deliver("second-secret").await, StatusCode::OK);
+
+    let (status, _) = app.delete("/v1/connectors/hooks").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(deliver("second-secret").await, StatusCode::NOT_FOUND);
+}
+
+/// Posts a generic webhook to the `hooks` connector signed with `secret`; its status.
+async fn signed_delivery(app: &TestApp, secret: &str) -> StatusCode {
+    let body = json!({"type": "ping", "data": {"n": 1}}).to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let request = app
+        .request(Method::POST, "/v1/connectors/hooks/webhook")
+        .header("content-type", "application/json")
+        .header("x-signature", signature)
+        .body(body);
+    app.send(request).await.status
+}

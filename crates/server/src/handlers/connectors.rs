@@ -127,6 +127,7 @@ pub async fn update_connector(
 
     state.store.update_connector(&connector).await?;
     state.token_cache.clear();
+    state.webhook_verifiers.clear();
     Ok(Json(views::connector(&state, &connector)))
 }
 
@@ -154,6 +155,7 @@ pub async fn delete_connector(
         return Err(ApiError::not_found(format!("connector {id}")));
     }
     state.token_cache.clear();
+    state.webhook_verifiers.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,15 +7,17 @@
 //! named by `?hook=` on the first handshake, and a second handshake for the same hook is
 //! refused, so nobody can replace it by replaying the unsigned handshake.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use splice_domain::{Connector, ConnectorConfig, Secret, now_millis};
+use splice_domain::{Connector, ConnectorConfig, ConnectorId, Secret, now_millis};
 use splice_store::{HookClaim, NewJob};
 use splice_webhooks::{HandshakeOrder, HandshakeReply, ProviderKind, Scheme, WebhookRequest};
 
@@ -26,10 +28,61 @@ use crate::worker::WEBHOOK_JOB;
 
 /// How a connector's webhooks are read: the provider's format, its scheme, and the secret
 /// (none for providers that issue one per hook at registration: Asana).
-struct Verifier {
+pub struct Verifier {
     kind: ProviderKind,
     scheme: Scheme,
     secret: Option<Vec<u8>>,
+}
+
+/// How long a connector's verifier is used without reading the connector again. Changes made
+/// on another node (a new webhook secret, a deleted connector) apply after this; changes made
+/// on this node clear the cache at once.
+const VERIFIER_TTL: Duration = Duration::from_secs(1);
+/// Entries kept at most; a full cache starts over.
+const VERIFIERS_MAX: usize = 10_000;
+
+/// Connectors' webhook verifiers, recently read: a burst of deliveries checks signatures
+/// without a database read (and the secret's decryption) each.
+#[derive(Default)]
+pub struct Verifiers {
+    entries: Mutex<HashMap<ConnectorId, (Arc<Verifier>, Instant)>>,
+}
+
+impl Verifiers {
+    /// Forgets every verifier: after a change on this node to a connector.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The connector's verifier, from memory or read from the store. A connector that is
+    /// missing or takes no webhooks is not remembered.
+    async fn get(&self, state: &AppState, id: &ConnectorId) -> ApiResult<Arc<Verifier>> {
+        if let Some((verifier, until)) = self
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            && Instant::now() < *until
+        {
+            return Ok(verifier.clone());
+        }
+        let connector = state
+            .store
+            .get_connector(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("connector {id}")))?;
+        let verifier = Arc::new(verifier(&connector)?);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= VERIFIERS_MAX {
+            entries.clear();
+        }
+        let until = Instant::now() + VERIFIER_TTL;
+        entries.insert(id.clone(), (verifier.clone(), until));
+        Ok(verifier)
+    }
 }
 
 /// Names a hook of a connector (`?hook=`), for providers that issue a secret per hook.
@@ -99,12 +152,7 @@ pub async fn receive_webhook(
     body: Bytes,
 ) -> ApiResult<Response> {
     let id = connector_id(&id)?;
-    let connector = state
-        .store
-        .get_connector(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("connector {id}")))?;
-    let verifier = verifier(&connector)?;
+    let verifier = state.webhook_verifiers.get(&state, &id).await?;
 
     let pairs: Vec<(String, String)> = headers
         .iter()
@@ -151,8 +199,8 @@ pub async fn receive_webhook(
         }
         return Ok(handshake_response(reply));
     }
-    let secret = match verifier.secret {
-        Some(secret) => secret,
+    let secret = match &verifier.secret {
+        Some(secret) => secret.clone(),
         None => {
             let hook = hook_name(&request)?;
             let stored = state.store.hook_secret(&id, &hook).await?;
