@@ -105,7 +105,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             sandbox_workers: None,
             sandbox_runtimes_per_integration: 4,
-            queue_workers: 16,
+            queue_workers: 32,
             queue_poll_ms: 1000,
             queue_lease_secs: 60,
             queue_max_running_per_integration: 0,
