@@ -14,6 +14,7 @@ mod handlers;
 mod host;
 mod outbound;
 mod programs;
+mod recent;
 mod recorder;
 mod scheduler;
 mod views;
@@ -99,6 +100,9 @@ pub struct Inner {
     pub token_cache: Arc<host::TokenCache>,
     /// Connectors' webhook verifiers, recently read; cleared when this node changes connectors.
     pub webhook_verifiers: handlers::webhooks::Verifiers,
+    /// The integrations using each connector, recently read, for webhooks no install matched;
+    /// cleared when an integration is deployed or deleted (here, or announced by another node).
+    pub connector_users: worker::ConnectorUsers,
     pub task_wall: Duration,
     pub task_retention: Duration,
     pub queue_poll: Duration,
@@ -160,7 +164,8 @@ impl AppState {
             token_cache,
             enqueuer,
             outcomes,
-            webhook_verifiers: Default::default(),
+            webhook_verifiers: recent::Recent::new(handlers::webhooks::VERIFIER_TTL),
+            connector_users: recent::Recent::new(worker::CONNECTOR_USERS_TTL),
             task_wall: config.task_wall,
             task_retention: config.task_retention,
             queue_poll: config.queue_poll,

@@ -138,6 +138,7 @@ pub fn spawn_announcements(state: AppState) {
                 Ok(Announcement::Jobs) => state.jobs.ready.notify_one(),
                 Ok(Announcement::Deployed(what)) => {
                     state.programs.announced(&what);
+                    state.connector_users.clear();
                     if !state.programs.is_listening() {
                         state.programs.set_listening(true);
                         tracing::info!("announcements heard again");
@@ -419,6 +420,12 @@ async fn keep_alive(state: AppState, job: Job) {
     }
 }
 
+/// How long the integrations using a connector are remembered (see [`crate::recent`]).
+pub const CONNECTOR_USERS_TTL: Duration = Duration::from_secs(1);
+
+/// The integrations that declare each connector, and the name each gives it.
+pub type ConnectorUsers = crate::recent::Recent<ConnectorId, Arc<Vec<(IntegrationId, String)>>>;
+
 /// Why a job did not succeed, and whether trying again could help.
 struct Failure {
     message: String,
@@ -523,12 +530,21 @@ async fn route_webhook(state: &AppState, job: &Job) -> Result<Value, Failure> {
 
     // No install matched: integrations using the connector may handle it as unmatched.
     let mut unmatched = Vec::new();
-    let using = state
-        .store
-        .integrations_using(&connector)
-        .await
-        .map_err(store_error)?;
-    for (integration, name) in &using {
+    let using = match state.connector_users.get(&connector) {
+        Some(using) => using,
+        None => {
+            let using = Arc::new(
+                state
+                    .store
+                    .integrations_using(&connector)
+                    .await
+                    .map_err(store_error)?,
+            );
+            state.connector_users.put(connector.clone(), using.clone());
+            using
+        }
+    };
+    for (integration, name) in using.iter() {
         let target = EventTarget {
             integration,
             install: None,

@@ -96,6 +96,7 @@ pub async fn deploy_integration(
         bytecode,
     }));
     state.engine.evict(stored.id.as_str());
+    state.connector_users.clear();
     let announced = format!("{}@{}", stored.id, stored.meta.version);
     if let Err(err) = state.store.announce_deploy(&announced).await {
         tracing::warn!(error = %err, "announcing the deploy failed; other nodes reload on their own check");
@@ -245,6 +246,7 @@ pub async fn delete_integration(
         return Err(ApiError::not_found(format!("integration {id}")));
     }
     state.programs.remove(&id);
+    state.connector_users.clear();
     state.engine.evict(id.as_str());
     if let Err(err) = state.store.announce_deploy(id.as_str()).await {
         tracing::warn!(error = %err, "announcing the deletion failed");

@@ -7,10 +7,9 @@
 //! named by `?hook=` on the first handshake, and a second handshake for the same hook is
 //! refused, so nobody can replace it by replaying the unsigned handshake.
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
@@ -24,6 +23,7 @@ use splice_webhooks::{HandshakeOrder, HandshakeReply, ProviderKind, Scheme, Webh
 use super::connector_id;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::recent::Recent;
 use crate::worker::WEBHOOK_JOB;
 
 /// How a connector's webhooks are read: the provider's format, its scheme, and the secret
@@ -34,55 +34,28 @@ pub struct Verifier {
     secret: Option<Vec<u8>>,
 }
 
-/// How long a connector's verifier is used without reading the connector again. Changes made
-/// on another node (a new webhook secret, a deleted connector) apply after this; changes made
-/// on this node clear the cache at once.
-const VERIFIER_TTL: Duration = Duration::from_secs(1);
-/// Entries kept at most; a full cache starts over.
-const VERIFIERS_MAX: usize = 10_000;
+/// How long a connector's verifier is used without reading the connector again (see
+/// [`crate::recent`]).
+pub const VERIFIER_TTL: Duration = Duration::from_secs(1);
 
 /// Connectors' webhook verifiers, recently read: a burst of deliveries checks signatures
 /// without a database read (and the secret's decryption) each.
-#[derive(Default)]
-pub struct Verifiers {
-    entries: Mutex<HashMap<ConnectorId, (Arc<Verifier>, Instant)>>,
-}
+pub type Verifiers = Recent<ConnectorId, Arc<Verifier>>;
 
-impl Verifiers {
-    /// Forgets every verifier: after a change on this node to a connector.
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+/// The connector's verifier, from memory or read from the store. A connector that is missing
+/// or takes no webhooks is not remembered.
+async fn connector_verifier(state: &AppState, id: &ConnectorId) -> ApiResult<Arc<Verifier>> {
+    if let Some(verifier) = state.webhook_verifiers.get(id) {
+        return Ok(verifier);
     }
-
-    /// The connector's verifier, from memory or read from the store. A connector that is
-    /// missing or takes no webhooks is not remembered.
-    async fn get(&self, state: &AppState, id: &ConnectorId) -> ApiResult<Arc<Verifier>> {
-        if let Some((verifier, until)) = self
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            && Instant::now() < *until
-        {
-            return Ok(verifier.clone());
-        }
-        let connector = state
-            .store
-            .get_connector(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("connector {id}")))?;
-        let verifier = Arc::new(verifier(&connector)?);
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= VERIFIERS_MAX {
-            entries.clear();
-        }
-        let until = Instant::now() + VERIFIER_TTL;
-        entries.insert(id.clone(), (verifier.clone(), until));
-        Ok(verifier)
-    }
+    let connector = state
+        .store
+        .get_connector(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("connector {id}")))?;
+    let verifier = Arc::new(verifier(&connector)?);
+    state.webhook_verifiers.put(id.clone(), verifier.clone());
+    Ok(verifier)
 }
 
 /// Names a hook of a connector (`?hook=`), for providers that issue a secret per hook.
@@ -152,7 +125,7 @@ pub async fn receive_webhook(
     body: Bytes,
 ) -> ApiResult<Response> {
     let id = connector_id(&id)?;
-    let verifier = state.webhook_verifiers.get(&state, &id).await?;
+    let verifier = connector_verifier(&state, &id).await?;
 
     let pairs: Vec<(String, String)> = headers
         .iter()
