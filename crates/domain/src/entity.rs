@@ -154,7 +154,7 @@ pub enum Isolation {
     /// Warm contexts reused across invocations of one version.
     #[default]
     Warm,
-    /// A fresh context for every invocation.
+    /// A fresh runtime for every invocation.
     Invocation,
 }
 

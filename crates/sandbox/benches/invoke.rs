@@ -1,5 +1,5 @@
 //! Micro-benchmarks of one sandbox invocation through `Engine::invoke`: a warm runtime, a
-//! fresh context per call (`isolation: invocation`), a new runtime (cold start), and a route
+//! fresh runtime per call (`isolation: invocation`), a new runtime (cold start), and a route
 //! that asks the host for a connector token. The host answers at once, so only the sandbox
 //! and the bridge are measured.
 //!

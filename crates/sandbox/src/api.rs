@@ -39,7 +39,7 @@ pub enum Isolation {
     /// Warm contexts are reused: module-level state persists between invocations of one version.
     #[default]
     Warm,
-    /// Every invocation gets a fresh context built from the stored bytecode.
+    /// Every invocation gets a runtime of its own, freed after it answers.
     Invocation,
 }
 

@@ -619,61 +619,50 @@ struct Worker {
 
 /// Runs one call on its runtime (creating the runtime if needed) and replies.
 async fn run_job(job: Job, worker: Worker) {
+    let id = job.lease.runtime;
+    let started = Instant::now();
+
+    let existing = worker.isolates.borrow_mut().remove(&id);
+    let existing = existing.filter(|isolate| isolate.key() == RuntimeKey::of(&job.program));
+    let mut used_spare = false;
+    let created = match existing {
+        Some(isolate) => Ok(isolate),
+        None => {
+            let spare = worker.spares.borrow_mut().pop();
+            tracing::debug!(runtime.id = id, integration.id = %job.program.integration, spare = spare.is_some(), "creating runtime");
+            match spare {
+                Some(mut isolate) => {
+                    used_spare = true;
+                    isolate.bind(&job.program).map(|()| isolate)
+                }
+                None => Isolate::new(&job.program, Arc::clone(&worker.host)),
+            }
+        }
+    };
+    match created {
+        Ok(isolate) => run_call(isolate, job, started, &worker).await,
+        Err(error) => {
+            job.lease.release(false);
+            let _ = job.reply.send(failed(error, started));
+        }
+    }
+    if used_spare {
+        // Queued behind the answer, like everything after it.
+        tokio::task::spawn_local(refill(worker.spares, worker.host));
+    }
+}
+
+/// Runs the call, answers, and gives the runtime back (or drops it, and with
+/// [`Isolation::Invocation`] builds its successor).
+async fn run_call(mut isolate: Isolate, job: Job, started: Instant, worker: &Worker) {
     let Job {
         lease,
         program,
         request,
         reply,
     } = job;
-    let Worker {
-        isolates,
-        spares,
-        host,
-    } = worker;
     let id = lease.runtime;
-    let started = Instant::now();
-
-    let existing = isolates.borrow_mut().remove(&id);
-    let existing = existing.filter(|isolate| isolate.key() == RuntimeKey::of(&program));
-    let mut used_spare = false;
-    let created = match existing {
-        Some(isolate) => Ok(isolate),
-        None => {
-            let spare = spares.borrow_mut().pop();
-            tracing::debug!(runtime.id = id, integration.id = %program.integration, spare = spare.is_some(), "creating runtime");
-            match spare {
-                Some(mut isolate) => {
-                    used_spare = true;
-                    isolate.bind(&program).map(|()| isolate)
-                }
-                None => Isolate::new(&program, Arc::clone(&host)),
-            }
-        }
-    };
-    match created {
-        Ok(isolate) => run_call(isolate, lease, &request, reply, isolates, started).await,
-        Err(error) => {
-            lease.release(false);
-            let _ = reply.send(failed(error, started));
-        }
-    }
-    if used_spare {
-        // Queued behind the answer, like everything after it.
-        tokio::task::spawn_local(refill(spares, host));
-    }
-}
-
-/// Runs the call, answers, and gives the runtime back (or drops it).
-async fn run_call(
-    mut isolate: Isolate,
-    lease: Lease,
-    request: &Request,
-    reply: oneshot::Sender<Invocation>,
-    isolates: Isolates,
-    started: Instant,
-) {
-    let id = lease.runtime;
-    let mut outcome = isolate.invoke(request).await;
+    let mut outcome = isolate.invoke(&request).await;
     outcome.invocation.duration = started.elapsed();
 
     if !outcome.healthy {
@@ -688,23 +677,32 @@ async fn run_call(
     }
     if isolate.key().isolation == Isolation::Warm {
         if lease.release(true) {
-            isolates.borrow_mut().insert(id, isolate);
+            worker.isolates.borrow_mut().insert(id, isolate);
         }
         // The caller may have gone away; then nobody wants the answer.
         let _ = reply.send(outcome.invocation);
         return;
     }
 
-    // A fresh context per call: the answer goes first, then this call's garbage is
-    // collected and the next call's stage built, before the runtime is free again. The
-    // caller may be a connection on this thread: as a task queued behind it, that work
-    // starts once the connection has sent the answer.
+    // A fresh runtime per call: the answer goes first, then this runtime is freed whole, with
+    // everything the call left in it, and the next call's built with its stage ready (the
+    // memory just freed is what it reuses). The caller may be a connection on this thread: as
+    // a task queued behind it, that work starts once the connection has sent the answer.
     let _ = reply.send(outcome.invocation);
+    let isolates = Rc::clone(&worker.isolates);
+    let host = Arc::clone(&worker.host);
     tokio::task::spawn_local(async move {
-        isolate.collect_garbage();
-        isolate.prepare().await;
+        drop(isolate);
+        let next = Isolate::spare(host)
+            .await
+            .and_then(|mut next| next.bind(&program).ok().map(|()| next));
+        // Without one, the next call builds its own runtime, and reports why it cannot.
+        let Some(next) = next else {
+            lease.release(false);
+            return;
+        };
         if lease.release(true) {
-            isolates.borrow_mut().insert(id, isolate);
+            isolates.borrow_mut().insert(id, next);
         }
     });
 }

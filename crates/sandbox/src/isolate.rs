@@ -2,12 +2,12 @@
 //!
 //! An isolate owns its runtime's memory limit, interrupt handler and module loader. With
 //! [`Isolation::Warm`] it keeps one context in which the program was evaluated once and reuses
-//! its default export; with [`Isolation::Invocation`] it builds a fresh context from bytecode
-//! for every call. An invocation runs JavaScript in short metered steps and awaits host
+//! its default export; with [`Isolation::Invocation`] it evaluates the program for one call,
+//! and the engine replaces the whole runtime after that call. An invocation runs JavaScript in short metered steps and awaits host
 //! operations in between (see [`crate::meter`] and [`crate::bindings`]). Scheduling isolates
 //! onto threads is [`crate::engine`]'s business, not this module's.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +27,6 @@ use crate::modules::{ImageModules, SPLICE};
 
 /// QuickJS's own stack budget; worker threads have far more, so overflow is a JS error.
 const JS_STACK_BYTES: usize = 1 << 20;
-
-/// Fresh-context calls between full garbage collections of their runtime.
-const COLLECT_EVERY: u32 = 4;
 
 /// After a failure, a runtime using this share of its memory limit is discarded.
 const MEMORY_PRESSURE_PERCENT: usize = 90;
@@ -126,11 +123,8 @@ pub(crate) struct Isolate {
     load_failure: Rc<RefCell<Option<String>>>,
     modules: ImageModules,
     warm: Option<Scope>,
-    /// A stage built ahead: the first call's on a spare runtime, and with
-    /// [`Isolation::Invocation`] the next call's, built after the previous one answered.
+    /// The first call's stage, built ahead by [`Isolate::spare`].
     spare: RefCell<Option<Stage>>,
-    /// Fresh-context calls since the last full collection.
-    since_collected: Cell<u32>,
     runtime: Runtime,
 }
 
@@ -190,7 +184,6 @@ impl Isolate {
             modules,
             warm: None,
             spare: RefCell::new(None),
-            since_collected: Cell::new(0),
             runtime,
         })
     }
@@ -198,21 +191,6 @@ impl Isolate {
     /// The settings this runtime was built for.
     pub(crate) fn key(&self) -> RuntimeKey {
         self.key
-    }
-
-    /// Frees what finished fresh contexts left behind, every [`COLLECT_EVERY`] calls. Their
-    /// objects form cycles that only the collector frees; a full collection walks every live
-    /// object of the runtime, so it is spread over several calls, and at most that many
-    /// contexts' garbage (typically well under 1 MB) counts against the next call's memory
-    /// limit. QuickJS also collects on its own when allocations pass its threshold.
-    pub(crate) fn collect_garbage(&self) {
-        let calls = self.since_collected.get() + 1;
-        if calls < COLLECT_EVERY {
-            self.since_collected.set(calls);
-            return;
-        }
-        self.since_collected.set(0);
-        self.runtime.run_gc();
     }
 
     /// Runs one request through the program, within the program's limits.
@@ -300,18 +278,6 @@ impl Isolate {
                 Err(InvokeError::InvalidProgram(problem))
             }
             (loaded, _) => loaded,
-        }
-    }
-
-    /// With [`Isolation::Invocation`], builds the next call's stage now, while no call waits.
-    /// A stage that fails to build is left for the next call to build, and report.
-    pub(crate) async fn prepare(&self) {
-        if self.key.isolation != Isolation::Invocation || self.spare.borrow().is_some() {
-            return;
-        }
-        let mut budget = Budget::new(&self.key.limits);
-        if let Ok(stage) = self.stage(&mut budget).await {
-            *self.spare.borrow_mut() = Some(stage);
         }
     }
 

@@ -214,12 +214,12 @@ async fn invocation_isolation_starts_fresh_every_call() {
 
     let before = engine.resident_runtimes_of("fresh");
     for _ in 0..3 {
-        // Time for the runtime to build the next call's context before it comes.
+        // Time for the next call's runtime to be built before it comes.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let body = json(&ok(engine.invoke(&program, get("/leak")).await));
         assert_eq!(body, serde_json::json!({"seen": 1, "had": "undefined"}));
     }
-    // No new runtime: each call got a context built ahead inside one it shared.
+    // As many runtimes as before: each call's runtime was replaced by one built ahead.
     assert_eq!(engine.resident_runtimes_of("fresh"), before);
 }
 
@@ -262,8 +262,8 @@ async fn cold_starts_on_runtimes_built_ahead_belong_to_their_program() {
     }
 }
 
-/// Fresh contexts leave cyclic garbage behind; it is collected often enough that calls which
-/// each use a good part of the memory limit keep succeeding.
+/// Calls that each leave a good part of the memory limit behind as cyclic garbage keep
+/// succeeding: nothing a call allocated outlives it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocation_isolation_garbage_never_fills_the_memory_limit() {
     let host = Arc::new(FakeHost::default());
