@@ -10,7 +10,10 @@
 //!
 //! A worker thread can also run the caller's own tasks ([`Engine::run_on_worker`]): the server
 //! serves HTTP on them, so a request whose runtime lives on the thread that parsed it never
-//! changes threads. Calls made from a worker thread prefer runtimes on that thread.
+//! changes threads. Calls made from a worker thread prefer runtimes on that thread, and one
+//! that finds an idle runtime there runs at once, inside the caller's task: a handler that
+//! finishes synchronously holds its runtime only while it runs, so one runtime per thread
+//! serves any number of connections.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -30,6 +33,8 @@ thread_local! {
     /// The engine (by registry address) and worker index of the current thread, if it is a
     /// worker thread.
     static ON_WORKER: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    /// The runtimes of the worker running on the current thread.
+    static HERE: RefCell<Option<Worker>> = const { RefCell::new(None) };
 }
 
 /// Stack of a worker thread; far above QuickJS's own limit, so deep recursion stays a JS error.
@@ -110,6 +115,10 @@ impl Engine {
 
     async fn invoke_inner(&self, program: &Program, request: Request) -> Invocation {
         let started = Instant::now();
+        let request = match self.start_here(program, request) {
+            Ok(answer) => return self.answer(answer, started).await,
+            Err(request) => request,
+        };
         let lease = match self.acquire(program).await {
             Ok(lease) => lease,
             Err(error) => return failed(error, started),
@@ -130,7 +139,53 @@ impl Engine {
         if !matches!(sent, Some(Ok(()))) {
             return failed(internal("sandbox worker stopped"), started);
         }
+        self.answer(answer, started).await
+    }
 
+    /// Starts the call right here, on an idle runtime of the worker thread the caller runs on,
+    /// without waiting for anything: no permit to wait for, no queue to go through. The
+    /// caller is a connection served on this thread; a handler that finishes synchronously
+    /// has answered when this returns, and one that awaits goes on as a task of the thread.
+    /// Gives the request back when no such runtime is free.
+    fn start_here(
+        &self,
+        program: &Program,
+        request: Request,
+    ) -> Result<oneshot::Receiver<Invocation>, Request> {
+        let Some(index) = self.registry.current_worker() else {
+            return Err(request);
+        };
+        let Some(worker) = HERE.with_borrow(Clone::clone) else {
+            return Err(request);
+        };
+        let Ok(permit) = self
+            .registry
+            .semaphore(&program.integration)
+            .try_acquire_owned()
+        else {
+            return Err(request);
+        };
+        let Some(lease) = Registry::checkout_idle(&self.registry, program, permit, index) else {
+            return Err(request);
+        };
+
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            lease,
+            program: program.clone(),
+            request,
+            reply,
+        };
+        let mut call = Box::pin(run_job(job, worker));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if call.as_mut().poll(&mut cx).is_pending() {
+            // Polled again, with a real waker, as a task of its own.
+            tokio::task::spawn_local(call);
+        }
+        Ok(answer)
+    }
+
+    async fn answer(&self, answer: oneshot::Receiver<Invocation>, started: Instant) -> Invocation {
         let invocation = answer
             .await
             .unwrap_or_else(|_| failed(internal("invocation aborted"), started));
@@ -272,6 +327,9 @@ impl Registry {
     fn semaphore(&self, integration: &str) -> Arc<Semaphore> {
         let max = self.config.max_runtimes_per_integration;
         let mut state = self.lock();
+        if let Some(pool) = state.pools.get(integration) {
+            return Arc::clone(&pool.semaphore);
+        }
         let pool = state
             .pools
             .entry(integration.to_owned())
@@ -370,6 +428,33 @@ impl Registry {
             _permit: permit,
         };
         (lease, stale)
+    }
+
+    /// Takes an idle runtime of exactly this program on `worker`, if there is one.
+    fn checkout_idle(
+        this: &Arc<Self>,
+        program: &Program,
+        permit: OwnedSemaphorePermit,
+        worker: usize,
+    ) -> Option<Lease> {
+        let key = RuntimeKey::of(program);
+        let mut state = this.lock();
+        let pool = state.pools.get_mut(&program.integration)?;
+        let at = pool
+            .idle
+            .iter()
+            .rposition(|idle| idle.key == key && idle.worker == worker)?;
+        let idle = pool.idle.remove(at);
+        Some(Lease {
+            registry: Arc::clone(this),
+            integration: program.integration.clone(),
+            runtime: idle.id,
+            worker,
+            key,
+            generation: pool.generation,
+            released: false,
+            _permit: permit,
+        })
     }
 
     /// Ends a lease: the runtime becomes idle, or is forgotten. Returns whether to keep it.
@@ -572,6 +657,11 @@ async fn serve(
     let isolates: Isolates = Rc::default();
     let spares: Spares = Rc::default();
     tokio::task::spawn_local(refill(Rc::clone(&spares), Arc::clone(&host)));
+    HERE.set(Some(Worker {
+        isolates: Rc::clone(&isolates),
+        spares: Rc::clone(&spares),
+        host: Arc::clone(&host),
+    }));
     let period =
         (registry.config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
     let mut sweep = tokio::time::interval(period);
@@ -608,9 +698,12 @@ async fn serve(
             }
         }
     }
+    // The runtimes go with the loop, not with the thread's locals.
+    HERE.set(None);
 }
 
 /// What a call needs of its worker.
+#[derive(Clone)]
 struct Worker {
     isolates: Isolates,
     spares: Spares,

@@ -293,6 +293,67 @@ async fn invocation_isolation_garbage_never_fills_the_memory_limit() {
     }
 }
 
+/// Runs `calls` invocations at once, each from a task of worker 0, as connections served there
+/// make them.
+async fn invoke_on_worker(
+    engine: &Arc<splice_sandbox::Engine>,
+    program: &splice_sandbox::Program,
+    path: &str,
+    calls: usize,
+) -> Vec<splice_sandbox::Invocation> {
+    let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..calls {
+        let (task_engine, program, done) = (Arc::clone(engine), program.clone(), done.clone());
+        let request = get(path);
+        let started = engine.run_on_worker(0, async move {
+            let _ = done.send(task_engine.invoke(&program, request).await);
+        });
+        assert!(started, "worker 0 is not running");
+    }
+    drop(done);
+    let mut invocations = Vec::new();
+    while let Some(invocation) = results.recv().await {
+        invocations.push(invocation);
+    }
+    invocations
+}
+
+/// A call made on a worker thread runs at once on that thread's idle runtime: calls that
+/// finish synchronously share it however many arrive together, while one that awaits keeps
+/// its runtime and the next call gets another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_made_on_a_worker_thread_share_its_idle_runtime() {
+    let host = Arc::new(FakeHost::default());
+    let engine = Arc::new(engine_with(&host, 4, Duration::from_secs(60)));
+    let source = format!(
+        "{COUNTER}\nrouter.get('/wait', async (ctx) => {{\n\
+         await new Promise((resolve) => setTimeout(resolve, 50));\n\
+         ctx.body = 'waited';\n}});"
+    );
+    let program = program("here", 1, &routes(&source));
+
+    let first = invoke_on_worker(&engine, &program, "/count", 1).await;
+    assert_eq!(
+        json(&ok(first.into_iter().next().expect("one call")))["calls"],
+        1
+    );
+
+    let mut counts: Vec<i64> = invoke_on_worker(&engine, &program, "/count", 8)
+        .await
+        .into_iter()
+        .map(|invocation| json(&ok(invocation))["calls"].as_i64().unwrap_or(0))
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (2..=9).collect::<Vec<_>>());
+    assert_eq!(engine.resident_runtimes_of("here"), 1);
+
+    let waited = invoke_on_worker(&engine, &program, "/wait", 2).await;
+    for invocation in waited {
+        assert_eq!(ok(invocation).body.as_ref(), b"waited");
+    }
+    assert_eq!(engine.resident_runtimes_of("here"), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_gets_a_new_runtime() {
     let host = Arc::new(FakeHost::default());
