@@ -115,7 +115,7 @@ impl Engine {
 
     async fn invoke_inner(&self, program: &Program, request: Request) -> Invocation {
         let started = Instant::now();
-        let request = match self.start_here(program, request) {
+        let request = match self.try_here(program, request) {
             Ok(answer) => return self.answer(answer, started).await,
             Err(request) => request,
         };
@@ -142,33 +142,21 @@ impl Engine {
         self.answer(answer, started).await
     }
 
-    /// Starts the call right here, on an idle runtime of the worker thread the caller runs on,
-    /// without waiting for anything: no permit to wait for, no queue to go through. The
-    /// caller is a connection served on this thread; a handler that finishes synchronously
-    /// has answered when this returns, and one that awaits goes on as a task of the thread.
-    /// Gives the request back when no such runtime is free.
-    fn start_here(
+    /// Starts the call with [`start_here`] when an idle runtime of `program` waits on the
+    /// worker thread the caller runs on; otherwise hands the request back. Synchronous, so
+    /// that nothing of the thread's own is held across an await of [`Engine::invoke`].
+    #[expect(
+        clippy::result_large_err,
+        reason = "the request is handed back to the caller, moved once"
+    )]
+    fn try_here(
         &self,
         program: &Program,
         request: Request,
     ) -> Result<oneshot::Receiver<Invocation>, Request> {
-        let Some(index) = self.registry.current_worker() else {
+        let Some((lease, worker)) = self.lease_here(program) else {
             return Err(request);
         };
-        let Some(worker) = HERE.with_borrow(Clone::clone) else {
-            return Err(request);
-        };
-        let Ok(permit) = self
-            .registry
-            .semaphore(&program.integration)
-            .try_acquire_owned()
-        else {
-            return Err(request);
-        };
-        let Some(lease) = Registry::checkout_idle(&self.registry, program, permit, index) else {
-            return Err(request);
-        };
-
         let (reply, answer) = oneshot::channel();
         let job = Job {
             lease,
@@ -176,13 +164,19 @@ impl Engine {
             request,
             reply,
         };
-        let mut call = Box::pin(run_job(job, worker));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if call.as_mut().poll(&mut cx).is_pending() {
-            // Polled again, with a real waker, as a task of its own.
-            tokio::task::spawn_local(call);
-        }
+        start_here(job, worker);
         Ok(answer)
+    }
+
+    /// An idle runtime of `program` on the worker thread the caller runs on, if it can be
+    /// had without waiting.
+    fn lease_here(&self, program: &Program) -> Option<(Lease, Worker)> {
+        let index = self.registry.current_worker()?;
+        let worker = HERE.with_borrow(Clone::clone)?;
+        let semaphore = self.registry.semaphore(&program.integration);
+        let permit = semaphore.try_acquire_owned().ok()?;
+        let lease = Registry::checkout_idle(&self.registry, program, permit, index)?;
+        Some((lease, worker))
     }
 
     async fn answer(&self, answer: oneshot::Receiver<Invocation>, started: Instant) -> Invocation {
@@ -708,6 +702,19 @@ struct Worker {
     isolates: Isolates,
     spares: Spares,
     host: Arc<dyn Host>,
+}
+
+/// Starts a call right here, inside the caller's task, on a runtime of this thread: no queue
+/// to go through and no task to wake. The caller is a connection served on this thread; a
+/// handler that finishes synchronously has answered when this returns, and one that awaits
+/// goes on as a task of the thread.
+fn start_here(job: Job, worker: Worker) {
+    let mut call = Box::pin(run_job(job, worker));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if call.as_mut().poll(&mut cx).is_pending() {
+        // Polled again, with a real waker, as a task of its own.
+        tokio::task::spawn_local(call);
+    }
 }
 
 /// Runs one call on its runtime (creating the runtime if needed) and replies.
