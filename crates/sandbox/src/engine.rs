@@ -226,7 +226,7 @@ impl Engine {
             .lock()
             .pools
             .get(integration)
-            .map_or(0, |pool| pool.resident)
+            .map_or(0, |pool| pool.resident.total())
     }
 
     async fn acquire(&self, program: &Program) -> Result<Lease, InvokeError> {
@@ -285,10 +285,37 @@ struct Pools {
 struct Pool {
     semaphore: Arc<Semaphore>,
     idle: Vec<IdleRuntime>,
-    /// Runtimes alive (busy or idle) for this integration.
-    resident: usize,
+    /// Runtimes alive (busy or idle) for this integration, by worker.
+    resident: Residents,
     /// Bumped by evict: runtimes leased before it are dropped when their call ends.
     generation: u64,
+}
+
+/// How many runtimes live on each worker.
+#[derive(Default)]
+struct Residents(Vec<usize>);
+
+impl Residents {
+    fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+
+    fn on(&self, worker: usize) -> usize {
+        self.0.get(worker).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, worker: usize) {
+        if self.0.len() <= worker {
+            self.0.resize(worker + 1, 0);
+        }
+        self.0[worker] += 1;
+    }
+
+    fn remove(&mut self, worker: usize) {
+        if let Some(count) = self.0.get_mut(worker) {
+            *count = count.saturating_sub(1);
+        }
+    }
 }
 
 struct IdleRuntime {
@@ -330,7 +357,7 @@ impl Registry {
             .or_insert_with(|| Pool {
                 semaphore: Arc::new(Semaphore::new(max)),
                 idle: Vec::new(),
-                resident: 0,
+                resident: Residents::default(),
                 generation: 0,
             });
         Arc::clone(&pool.semaphore)
@@ -340,7 +367,8 @@ impl Registry {
     /// that must be dropped (older versions, or the oldest idle one when at the cap).
     ///
     /// A call made on worker thread `local` takes an idle runtime of that thread first, then
-    /// starts a new one there while the integration is under its cap, and only then takes
+    /// starts a new one there while the integration is under its cap (or at the cap, when the
+    /// thread has none: another thread's oldest idle runtime makes room), and only then takes
     /// another thread's idle runtime: a warm call stays on its thread.
     fn checkout(
         this: &Arc<Self>,
@@ -359,7 +387,7 @@ impl Registry {
             .or_insert_with(|| Pool {
                 semaphore: Arc::clone(permit.semaphore()),
                 idle: Vec::new(),
-                resident: 0,
+                resident: Residents::default(),
                 generation: 0,
             });
 
@@ -373,7 +401,14 @@ impl Registry {
         });
 
         let local = local.filter(|worker| live.get(*worker).copied().unwrap_or(false));
-        let under_cap = pool.resident.saturating_sub(stale.len()) < max;
+        let under_cap = pool.resident.total().saturating_sub(stale.len()) < max;
+        // A thread without a runtime of its own gets one even at the cap, in place of another
+        // thread's idle one: borrowing would send each of its calls across threads.
+        let build_here = local.is_some_and(|worker| {
+            let gone = stale.iter().filter(|(w, _)| *w == worker).count();
+            let own = pool.resident.on(worker).saturating_sub(gone);
+            under_cap || own == 0
+        });
         let reused = local
             .and_then(|worker| {
                 pool.idle
@@ -381,7 +416,7 @@ impl Registry {
                     .rposition(|idle| idle.key == key && idle.worker == worker)
             })
             .or_else(|| {
-                if local.is_some() && under_cap {
+                if build_here {
                     return None;
                 }
                 pool.idle.iter().rposition(|idle| idle.key == key)
@@ -390,13 +425,14 @@ impl Registry {
         let (id, worker) = match reused {
             Some(idle) => (idle.id, idle.worker),
             None => {
-                if pool.resident.saturating_sub(stale.len()) >= max && !pool.idle.is_empty() {
+                if pool.resident.total().saturating_sub(stale.len()) >= max && !pool.idle.is_empty()
+                {
                     let oldest = pool.idle.remove(0);
                     stale.push((oldest.worker, oldest.id));
                 }
                 let worker = local.unwrap_or_else(|| least_loaded(&state.per_worker, live));
                 state.next_id += 1;
-                pool.resident += 1;
+                pool.resident.add(worker);
                 if let Some(count) = state.per_worker.get_mut(worker) {
                     *count += 1;
                 }
@@ -404,8 +440,8 @@ impl Registry {
             }
         };
 
-        pool.resident = pool.resident.saturating_sub(stale.len());
         for (worker, _) in &stale {
+            pool.resident.remove(*worker);
             if let Some(count) = state.per_worker.get_mut(*worker) {
                 *count = count.saturating_sub(1);
             }
@@ -469,7 +505,7 @@ impl Registry {
             return true;
         }
 
-        pool.resident = pool.resident.saturating_sub(1);
+        pool.resident.remove(lease.worker);
         if let Some(count) = state.per_worker.get_mut(lease.worker) {
             *count = count.saturating_sub(1);
         }
@@ -489,8 +525,8 @@ impl Registry {
             .drain(..)
             .map(|idle| (idle.worker, idle.id))
             .collect();
-        pool.resident = pool.resident.saturating_sub(stale.len());
         for (worker, _) in &stale {
+            pool.resident.remove(*worker);
             if let Some(count) = state.per_worker.get_mut(*worker) {
                 *count = count.saturating_sub(1);
             }
@@ -516,8 +552,10 @@ impl Registry {
                 }
                 keep
             });
-            pool.resident = pool.resident.saturating_sub(before - pool.idle.len());
-            if pool.resident == 0 {
+            for _ in pool.idle.len()..before {
+                pool.resident.remove(worker);
+            }
+            if pool.resident.total() == 0 {
                 emptied.push(integration.clone());
             }
         }
@@ -536,10 +574,9 @@ impl Pools {
     /// Removes a pool nobody uses, so deleted integrations leave nothing behind. A pool whose
     /// semaphore is shared (a permit or a waiting call) stays.
     fn forget_unused(&mut self, integration: &str) {
-        let unused = self
-            .pools
-            .get(integration)
-            .is_some_and(|pool| pool.resident == 0 && Arc::strong_count(&pool.semaphore) == 1);
+        let unused = self.pools.get(integration).is_some_and(|pool| {
+            pool.resident.total() == 0 && Arc::strong_count(&pool.semaphore) == 1
+        });
         if unused {
             self.pools.remove(integration);
         }
@@ -867,6 +904,38 @@ mod tests {
         assert_eq!(held.worker, 1);
         assert_eq!(call(&registry, Some(1)), 0);
         drop(held);
+    }
+
+    #[test]
+    fn a_thread_without_a_runtime_gets_one_at_the_cap() {
+        let registry = Arc::new(Registry::new(EngineConfig {
+            workers: 2,
+            max_runtimes_per_integration: 2,
+            idle_timeout: Duration::from_secs(60),
+        }));
+        registry.lock().per_worker = vec![0, 0];
+
+        // Two calls at once on worker 0 take the whole cap there.
+        let take = |local| {
+            let Ok(permit) = registry.semaphore("app").try_acquire_owned() else {
+                panic!("no permit left");
+            };
+            Registry::checkout(&registry, &program(), permit, &[true, true], local)
+        };
+        let (first, _) = take(Some(0));
+        let (second, _) = take(Some(0));
+        assert_eq!((first.worker, second.worker), (0, 0));
+        assert!(first.release(true) && second.release(true));
+
+        // Worker 1 has none: one of worker 0's idle runtimes makes room for its own.
+        let (own, stale) = take(Some(1));
+        assert_eq!(own.worker, 1);
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].0, 0);
+        assert!(own.release(true));
+        assert_eq!(registry.lock().per_worker, vec![1, 1]);
+        assert_eq!(call(&registry, Some(1)), 1);
+        assert_eq!(call(&registry, Some(0)), 0);
     }
 
     #[test]
