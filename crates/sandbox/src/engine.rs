@@ -85,6 +85,24 @@ struct Job {
     reply: oneshot::Sender<Invocation>,
 }
 
+impl Job {
+    /// A call to send to a runtime, and where its answer will come.
+    fn new(
+        lease: Lease,
+        program: &Program,
+        request: Request,
+    ) -> (Self, oneshot::Receiver<Invocation>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            lease,
+            program: program.clone(),
+            request,
+            reply,
+        };
+        (job, answer)
+    }
+}
+
 impl Engine {
     /// Starts the worker threads. Threads that cannot be started are logged and skipped.
     pub fn new(config: EngineConfig, host: Arc<dyn Host>) -> Engine {
@@ -125,13 +143,7 @@ impl Engine {
         };
 
         let worker = lease.worker;
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            lease,
-            program: program.clone(),
-            request,
-            reply,
-        };
+        let (job, answer) = Job::new(lease, program, request);
         let sent = self
             .workers
             .get(worker)
@@ -157,13 +169,7 @@ impl Engine {
         let Some((lease, worker)) = self.lease_here(program) else {
             return Err(request);
         };
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            lease,
-            program: program.clone(),
-            request,
-            reply,
-        };
+        let (job, answer) = Job::new(lease, program, request);
         start_here(job, worker);
         Ok(answer)
     }
@@ -864,13 +870,28 @@ mod tests {
         }
     }
 
-    /// Checks a runtime out and straight back in, as a finished call does.
-    fn call(registry: &Arc<Registry>, local: Option<usize>) -> usize {
-        let semaphore = registry.semaphore("app");
-        let Ok(permit) = semaphore.try_acquire_owned() else {
+    /// A registry of two live workers.
+    fn two_workers(max_runtimes_per_integration: usize) -> Arc<Registry> {
+        let registry = Arc::new(Registry::new(EngineConfig {
+            workers: 2,
+            max_runtimes_per_integration,
+            idle_timeout: Duration::from_secs(60),
+        }));
+        registry.lock().per_worker = vec![0, 0];
+        registry
+    }
+
+    /// Checks a runtime out for a call made on worker `local` (or off the workers).
+    fn take(registry: &Arc<Registry>, local: Option<usize>) -> (Lease, Vec<(usize, RuntimeId)>) {
+        let Ok(permit) = registry.semaphore("app").try_acquire_owned() else {
             panic!("no permit left");
         };
-        let (lease, stale) = Registry::checkout(registry, &program(), permit, &[true, true], local);
+        Registry::checkout(registry, &program(), permit, &[true, true], local)
+    }
+
+    /// Checks a runtime out and straight back in, as a finished call does.
+    fn call(registry: &Arc<Registry>, local: Option<usize>) -> usize {
+        let (lease, stale) = take(registry, local);
         assert!(stale.is_empty());
         let worker = lease.worker;
         assert!(lease.release(true));
@@ -879,12 +900,7 @@ mod tests {
 
     #[test]
     fn calls_from_a_worker_thread_use_runtimes_on_that_thread() {
-        let registry = Arc::new(Registry::new(EngineConfig {
-            workers: 2,
-            max_runtimes_per_integration: 2,
-            idle_timeout: Duration::from_secs(60),
-        }));
-        registry.lock().per_worker = vec![0, 0];
+        let registry = two_workers(2);
 
         // From outside the workers: the least loaded one, then its idle runtime again.
         assert_eq!(call(&registry, None), 0);
@@ -896,11 +912,7 @@ mod tests {
         assert_eq!(registry.lock().per_worker, vec![1, 1]);
 
         // ...but at the cap, another thread's idle runtime instead of waiting.
-        let semaphore = registry.semaphore("app");
-        let Ok(permit) = semaphore.try_acquire_owned() else {
-            panic!("no permit");
-        };
-        let (held, _) = Registry::checkout(&registry, &program(), permit, &[true, true], Some(1));
+        let (held, _) = take(&registry, Some(1));
         assert_eq!(held.worker, 1);
         assert_eq!(call(&registry, Some(1)), 0);
         drop(held);
@@ -908,27 +920,16 @@ mod tests {
 
     #[test]
     fn a_thread_without_a_runtime_gets_one_at_the_cap() {
-        let registry = Arc::new(Registry::new(EngineConfig {
-            workers: 2,
-            max_runtimes_per_integration: 2,
-            idle_timeout: Duration::from_secs(60),
-        }));
-        registry.lock().per_worker = vec![0, 0];
+        let registry = two_workers(2);
 
         // Two calls at once on worker 0 take the whole cap there.
-        let take = |local| {
-            let Ok(permit) = registry.semaphore("app").try_acquire_owned() else {
-                panic!("no permit left");
-            };
-            Registry::checkout(&registry, &program(), permit, &[true, true], local)
-        };
-        let (first, _) = take(Some(0));
-        let (second, _) = take(Some(0));
+        let (first, _) = take(&registry, Some(0));
+        let (second, _) = take(&registry, Some(0));
         assert_eq!((first.worker, second.worker), (0, 0));
         assert!(first.release(true) && second.release(true));
 
         // Worker 1 has none: one of worker 0's idle runtimes makes room for its own.
-        let (own, stale) = take(Some(1));
+        let (own, stale) = take(&registry, Some(1));
         assert_eq!(own.worker, 1);
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].0, 0);
