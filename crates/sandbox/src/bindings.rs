@@ -224,7 +224,7 @@ impl HostState {
             })?,
         )?;
 
-        table.set("loadWeb", Function::new(ctx.clone(), load_web)?)?;
+        table.set("loadPart", Function::new(ctx.clone(), load_part)?)?;
         table.set("utf8Encode", Function::new(ctx.clone(), utf8_encode)?)?;
         table.set("utf8Decode", Function::new(ctx.clone(), utf8_decode)?)?;
 
@@ -470,10 +470,12 @@ fn copy_raw(raw: Option<std::ptr::NonNull<[u8]>>) -> Vec<u8> {
 }
 
 /// Evaluates the prelude's web module and returns its `bind` function.
-fn load_web<'js>(ctx: Ctx<'js>) -> rquickjs::Result<Function<'js>> {
-    let bytecode = prelude::web_bytecode().map_err(|e| Exception::throw_internal(&ctx, &e))?;
+/// Evaluates one of the core's lazily loaded parts and returns its `bind` function.
+fn load_part<'js>(ctx: Ctx<'js>, name: String) -> rquickjs::Result<Function<'js>> {
+    let bytecode =
+        prelude::part_bytecode(&name).map_err(|e| Exception::throw_internal(&ctx, &e))?;
     // Evaluating without resolution is sound only for a module without static imports, which
-    // `prelude::compile` guarantees for the web module.
+    // `prelude::compile` guarantees for every part.
     let (module, _) = modules::load_bytecode(&ctx, bytecode)?.eval()?;
     module.get("bind")
 }

@@ -1,10 +1,12 @@
-//! The built-in `splice` module (`js/splice.js`) and its lazily loaded web APIs
-//! (`js/web.js`), compiled to bytecode once per process.
+//! The built-in `splice` module (`js/splice.js`) and its two lazily loaded parts, the web APIs
+//! (`js/web.js`) and the rarely used rest (`js/lazy.js`), compiled to bytecode once per process.
 //!
 //! Every context evaluates the core before the integration's own modules: it defines the
 //! `Integration` class, router, console and timers on top of the native functions in
-//! [`crate::bindings`]. The web module is evaluated only when code first touches `fetch`,
-//! `URL` and friends, which keeps fresh contexts cheap.
+//! [`crate::bindings`]. The web part is evaluated only when code first touches `fetch`, `URL`
+//! and friends, the rest when it first logs, opens a connector, starts a task or runs a
+//! background job: a context that serves routes pays for neither, which keeps building
+//! runtimes cheap.
 
 use std::sync::OnceLock;
 
@@ -16,15 +18,16 @@ use crate::modules::SPLICE;
 /// The core module's JavaScript source.
 pub(crate) const SOURCE: &str = include_str!("js/splice.js");
 
-/// The web module's JavaScript source.
-const WEB_SOURCE: &str = include_str!("js/web.js");
-
-/// The name the web module's stack frames show.
-const WEB_NAME: &str = "splice:web";
+/// The parts of the core loaded on first use: the name the core asks for, the name their
+/// stack frames show, and their source.
+const PARTS: [(&str, &str, &str); 2] = [
+    ("web", "splice:web", include_str!("js/web.js")),
+    ("lazy", "splice:lazy", include_str!("js/lazy.js")),
+];
 
 struct Compiled {
     core: Vec<u8>,
-    web: Vec<u8>,
+    parts: Vec<(&'static str, Vec<u8>)>,
 }
 
 static COMPILED: OnceLock<Result<Compiled, String>> = OnceLock::new();
@@ -34,18 +37,23 @@ pub(crate) fn bytecode() -> Result<&'static [u8], String> {
     compiled().map(|c| c.core.as_slice())
 }
 
-/// The web module's bytecode, compiled on first use.
-pub(crate) fn web_bytecode() -> Result<&'static [u8], String> {
-    compiled().map(|c| c.web.as_slice())
+/// The bytecode of the part the core asks for by `name`, compiled on first use.
+pub(crate) fn part_bytecode(name: &str) -> Result<&'static [u8], String> {
+    compiled()?
+        .parts
+        .iter()
+        .find(|(part, _)| *part == name)
+        .map(|(_, bytecode)| bytecode.as_slice())
+        .ok_or_else(|| format!("the splice module has no part named {name}"))
 }
 
 fn compiled() -> Result<&'static Compiled, String> {
     COMPILED.get_or_init(compile).as_ref().map_err(Clone::clone)
 }
 
-/// Compiles both modules in a runtime without a module loader: QuickJS resolves imports while
-/// parsing, so a static import in either file fails here. The web module relies on that,
-/// because it is evaluated without resolution.
+/// Compiles every module in a runtime without a module loader: QuickJS resolves imports while
+/// parsing, so a static import in any file fails here. The parts rely on that, because they
+/// are evaluated without resolution.
 fn compile() -> Result<Compiled, String> {
     let runtime = Runtime::new().map_err(|e| e.to_string())?;
     let context = Context::full(&runtime).map_err(|e| e.to_string())?;
@@ -62,9 +70,13 @@ fn compile() -> Result<Compiled, String> {
             };
             module.write(options).map_err(|e| e.to_string())
         };
+        let parts = PARTS
+            .iter()
+            .map(|(part, name, source)| Ok((*part, write(name, source)?)))
+            .collect::<Result<_, String>>()?;
         Ok(Compiled {
             core: write(SPLICE, SOURCE)?,
-            web: write(WEB_NAME, WEB_SOURCE)?,
+            parts,
         })
     })
 }
@@ -74,15 +86,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_modules_compile() {
+    fn every_module_compiles() {
         let core = bytecode().expect("core compiles");
-        let web = web_bytecode().expect("web compiles");
+        let web = part_bytecode("web").expect("web compiles");
+        let lazy = part_bytecode("lazy").expect("lazy compiles");
 
         assert!(
-            core.len() > 1_000 && web.len() > 1_000,
-            "{} / {}",
+            core.len() > 1_000 && web.len() > 1_000 && lazy.len() > 1_000,
+            "{} / {} / {}",
             core.len(),
-            web.len()
+            web.len(),
+            lazy.len()
         );
+        assert!(part_bytecode("fs").is_err());
     }
 }

@@ -1,6 +1,7 @@
 // The built-in `splice` module: the Integration class with its router, request context and
 // connectors, plus the console and timers. The web APIs (fetch, Headers, Response, URL, ...)
-// live in web.js and are loaded the first time integration code touches one of them.
+// live in web.js, and console formatting, connectors, starting tasks and the background
+// runners in lazy.js; each is loaded the first time a context needs it.
 // Everything that leaves the runtime goes through `host`, a table of native functions the
 // sandbox installs before this module runs. Compiled to bytecode once per process and
 // evaluated once per context.
@@ -61,99 +62,11 @@ function defaultErrorCode(status) {
 // ---------------------------------------------------------------------------------------------
 // console
 
-function formatError(e) {
-  let head;
-  try {
-    head = `${e.name ?? "Error"}: ${e.message ?? ""}`;
-  } catch {
-    head = "Error";
-  }
-  const stack = typeof e.stack === "string" ? e.stack.trimEnd() : "";
-  return stack ? `${head}\n${stack}` : head;
-}
-
-function describeFunction(f) {
-  return `[Function: ${f.name || "(anonymous)"}]`;
-}
-
-function inspect(value) {
-  const seen = new WeakSet();
-  try {
-    const text = JSON.stringify(value, function (key, v) {
-      switch (typeof v) {
-        case "bigint":
-          return `${v}n`;
-        case "function":
-          return describeFunction(v);
-        case "symbol":
-          return v.toString();
-        case "undefined":
-          return key === "" ? "undefined" : v;
-        case "object":
-          if (v === null) return v;
-          if (v instanceof Error) return formatError(v);
-          if (seen.has(v)) return "[Circular]";
-          seen.add(v);
-          if (v instanceof Map) return { Map: [...v.entries()] };
-          if (v instanceof Set) return { Set: [...v.values()] };
-          return v;
-        default:
-          return v;
-      }
-    });
-    return text ?? String(value);
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
-}
-
-function formatValue(v) {
-  switch (typeof v) {
-    case "string":
-      return v;
-    case "function":
-      return describeFunction(v);
-    case "symbol":
-      return v.toString();
-    case "bigint":
-      return `${v}n`;
-    case "object":
-      if (v === null) return "null";
-      if (v instanceof Error) return formatError(v);
-      return inspect(v);
-    default:
-      return String(v);
-  }
-}
-
-function formatArgs(args) {
-  if (typeof args[0] !== "string" || !args[0].includes("%")) return args.map(formatValue).join(" ");
-
-  let i = 1;
-  const head = args[0].replace(/%[sdifjoO%]/g, (spec) => {
-    if (spec === "%%") return "%";
-    if (i >= args.length) return spec;
-    const arg = args[i++];
-    switch (spec) {
-      case "%d":
-      case "%i":
-        return String(parseInt(arg, 10));
-      case "%f":
-        return String(Number(arg));
-      case "%s":
-        return typeof arg === "string" ? arg : formatValue(arg);
-      default:
-        return inspect(arg);
-    }
-  });
-  return [head, ...args.slice(i).map(formatValue)].join(" ");
-}
-
 const LOG_LEVELS = { log: 0, info: 0, debug: 0, trace: 0, warn: 1, error: 2 };
 const console = {};
 for (const [method, level] of Object.entries(LOG_LEVELS)) {
   console[method] = (...args) => {
-    if (host.canLog()) host.log(level, formatArgs(args));
+    if (host.canLog()) host.log(level, lazy().formatArgs(args));
   };
 }
 console.assert = (condition, ...args) => {
@@ -226,7 +139,7 @@ let webApis = null;
 function web() {
   if (webApis === null) {
     const shared = { hostError, toUint8Array, decodeComponent, parsePairs, headerName, headerValue };
-    webApis = host.loadWeb()(host, shared);
+    webApis = host.loadPart("web")(host, shared);
   }
   return webApis;
 }
@@ -571,52 +484,16 @@ function errorResponse(status, code, message, headers = []) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Connectors
+// The rarely used part (see lazy.js), loaded on first use
 
-function requireId(value, what) {
-  if (typeof value !== "string" || value === "") throw new TypeError(`${what} must be a non-empty string`);
-}
+let lazyApis = null;
 
-/** A connector bound to one identity; `fetch` carries its credentials. */
-class Connector {
-  #name;
-  #scope;
-  #id;
-
-  constructor(name, scope, id) {
-    this.#name = name;
-    this.#scope = scope;
-    this.#id = id;
+function lazy() {
+  if (lazyApis === null) {
+    const shared = { hostError, web, Context, ROUTE, errorResponse };
+    lazyApis = host.loadPart("lazy")(host, shared);
   }
-
-  get name() {
-    return this.#name;
-  }
-
-  async token(options = {}) {
-    try {
-      return await host.token(this.#name, this.#scope, this.#id, options.forceRefresh === true);
-    } catch (e) {
-      throw hostError(e);
-    }
-  }
-
-  /**
-   * `fetch` with this identity's credentials. Relative URLs resolve against the connector's
-   * API base URL; on a 401 the host refreshes the token and retries once.
-   */
-  fetch(input, init = {}) {
-    return web().send(input, init, { name: this.#name, scope: this.#scope, id: this.#id });
-  }
-}
-
-async function openConnector(ctx, name, scope, id) {
-  if (!(ctx instanceof Context)) {
-    throw new TypeError("connector() takes the handler's ctx as its first argument");
-  }
-  requireId(name, "connector name");
-  requireId(id, scope === "tenant" ? "tenant id" : "install id");
-  return new Connector(name, scope, id);
+  return lazyApis;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,31 +520,9 @@ class Tasks {
  * `await integration.task.start("import", { page: 1 }, { delayMs: 60000, idempotencyKey })`
  * queues a run of this integration's `import` handler and resolves to `{ id }`.
  */
-const TASK_OPTIONS = ["delayMs", "idempotencyKey", "maxAttempts"];
-
 class TaskQueue extends Tasks {
   async start(name, payload = null, options = {}) {
-    if (typeof name !== "string" || name === "") throw new TypeError("task name must be a non-empty string");
-    const json = JSON.stringify(payload === undefined ? null : payload);
-    if (json === undefined) throw new TypeError("task payload must be JSON");
-    const delay = options.delayMs ?? 0;
-    if (typeof delay !== "number" || !(delay >= 0)) throw new TypeError("delayMs must be a number ≥ 0");
-    if (options === null || typeof options !== "object") throw new TypeError("task options must be an object");
-    const unknown = Object.keys(options).find((k) => !TASK_OPTIONS.includes(k));
-    if (unknown !== undefined) throw new TypeError(`unknown task option ${unknown}; use ${TASK_OPTIONS.join(", ")}`);
-    const key = options.idempotencyKey;
-    if (key !== undefined && (typeof key !== "string" || key === "" || key.length > 256)) {
-      throw new TypeError("idempotencyKey must be a string of 1-256 characters");
-    }
-    const attempts = options.maxAttempts;
-    if (attempts !== undefined && !(Number.isInteger(attempts) && attempts >= 1 && attempts <= 10)) {
-      throw new TypeError("maxAttempts must be an integer from 1 to 10");
-    }
-    try {
-      return { id: await host.startTask(name, json, delay, key, attempts) };
-    } catch (e) {
-      throw hostError(e);
-    }
+    return lazy().startTask(name, payload, options);
   }
 }
 
@@ -729,74 +584,12 @@ export class Integration {
     this.event = new Events();
     this.cron = new Crons();
     this.tenant = Object.freeze({
-      connector: (ctx, name, tenantId) => openConnector(ctx, name, "tenant", tenantId),
+      connector: (ctx, name, tenantId) => lazy().openConnector(ctx, name, "tenant", tenantId),
     });
     this.install = Object.freeze({
-      connector: (ctx, name, installId) => openConnector(ctx, name, "install", installId),
+      connector: (ctx, name, installId) => lazy().openConnector(ctx, name, "install", installId),
     });
   }
-}
-
-/**
- * The queue job a background run belongs to: `{ id, attempt }`. A run repeated after a crash
- * has the same id and a higher attempt, so its effects can be made idempotent by the id.
- */
-function jobOf(ctx) {
-  return Object.freeze({
-    id: ctx.request.get("x-splice-job") ?? null,
-    attempt: Number(ctx.request.get("x-splice-attempt") ?? 1),
-  });
-}
-
-/** Runs a task handler with `ctx.payload`; its return value is the task's result. */
-async function runTask(integration, raw) {
-  const handler = integration.task[ROUTE](raw.path);
-  if (handler === null) {
-    return errorResponse(404, "task_not_found", `no task handler named ${raw.path}`);
-  }
-  const ctx = new Context(raw, {});
-  ctx.job = jobOf(ctx);
-  ctx.task = raw.path;
-  ctx.payload = raw.body === "" ? null : JSON.parse(raw.body);
-  const result = await handler(ctx);
-  const body = JSON.stringify(result === undefined ? null : result);
-  return { status: 200, headers: [["content-type", "application/json"]], body };
-}
-
-/**
- * Runs the handler matching a provider event, with `ctx.event` and `ctx.install` — or, for an
- * event no install matched, the matching `unmatched` handler with `ctx.install` null.
- */
-async function runEvent(integration, raw) {
-  const ctx = new Context(raw, {});
-  ctx.job = jobOf(ctx);
-  const unmatched = ctx.request.get("x-splice-unmatched") === "1";
-  const handler = integration.event[ROUTE](raw.path, unmatched);
-  if (handler === null) {
-    return errorResponse(404, "event_not_handled", `no event handler matches ${raw.path}`);
-  }
-  const split = raw.path.indexOf(":");
-  ctx.connector = raw.path.slice(0, split);
-  ctx.type = raw.path.slice(split + 1);
-  ctx.event = raw.body === "" ? null : JSON.parse(raw.body);
-  ctx.install = ctx.request.get("x-splice-install") ?? null;
-  await handler(ctx);
-  return { status: 204, headers: [], body: undefined };
-}
-
-/** Runs the handler of a schedule firing, with `ctx.schedule`, `ctx.slot` and `ctx.install`. */
-async function runCron(integration, raw) {
-  const handler = integration.cron[ROUTE](raw.path);
-  if (handler === null) {
-    return errorResponse(404, "schedule_not_handled", `no cron handler named ${raw.path}`);
-  }
-  const ctx = new Context(raw, {});
-  ctx.job = jobOf(ctx);
-  ctx.schedule = raw.path;
-  ctx.slot = raw.body === "" ? null : JSON.parse(raw.body).slot;
-  ctx.install = ctx.request.get("x-splice-install") ?? null;
-  await handler(ctx);
-  return { status: 204, headers: [], body: undefined };
 }
 
 /**
@@ -807,9 +600,9 @@ async function runCron(integration, raw) {
 function dispatch(integration, raw) {
   // Timers left by earlier invocations can never fire: their host operations were dropped.
   timers.clear();
-  if (raw.kind === "task") return runTask(integration, raw);
-  if (raw.kind === "event") return runEvent(integration, raw);
-  if (raw.kind === "cron") return runCron(integration, raw);
+  if (raw.kind === "task") return lazy().runTask(integration, raw);
+  if (raw.kind === "event") return lazy().runEvent(integration, raw);
+  if (raw.kind === "cron") return lazy().runCron(integration, raw);
 
   const found = integration.router[ROUTE](raw.method, raw.path);
   if (found === null) {
