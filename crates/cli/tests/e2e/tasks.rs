@@ -160,7 +160,7 @@ integration.router.post("/imports", async (ctx) => {
 });
 integration.router.post("/bad", async (ctx) => {
   const errors = [];
-  for (const [name, options] of [["", {}], ["import", { retries: 3 }], ["import", { maxAttempts: 11 }]]) {
+  for (const [name, options] of [["", {}], ["import", { retries: 3 }], ["import", { maxAttempts: 11 }], ["import", null]]) {
     try {
       await integration.task.start(name, {}, options);
     } catch (e) {
@@ -220,7 +220,7 @@ async fn routes_start_tasks_from_code() {
         .post("/v1/integrations/starter/api/bad", &json!({}))
         .await;
     let errors = bad["errors"].as_array().cloned().unwrap_or_default();
-    assert_eq!(errors.len(), 3, "{bad}");
+    assert_eq!(errors.len(), 4, "{bad}");
     assert_eq!(errors[0], "task name must be a non-empty string", "{bad}");
     assert!(
         errors[1]
@@ -229,6 +229,7 @@ async fn routes_start_tasks_from_code() {
         "{bad}"
     );
     assert!(errors[2].to_string().contains("maxAttempts"), "{bad}");
+    assert_eq!(errors[3], "task options must be an object", "{bad}");
 
     let (_, patient) = app
         .post("/v1/integrations/starter/api/patient", &json!({}))

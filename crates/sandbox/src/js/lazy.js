@@ -168,9 +168,9 @@ async function startTask(name, payload, options) {
   if (typeof name !== "string" || name === "") throw new TypeError("task name must be a non-empty string");
   const json = JSON.stringify(payload === undefined ? null : payload);
   if (json === undefined) throw new TypeError("task payload must be JSON");
+  if (options === null || typeof options !== "object") throw new TypeError("task options must be an object");
   const delay = options.delayMs ?? 0;
   if (typeof delay !== "number" || !(delay >= 0)) throw new TypeError("delayMs must be a number ≥ 0");
-  if (options === null || typeof options !== "object") throw new TypeError("task options must be an object");
   const unknown = Object.keys(options).find((k) => !TASK_OPTIONS.includes(k));
   if (unknown !== undefined) throw new TypeError(`unknown task option ${unknown}; use ${TASK_OPTIONS.join(", ")}`);
   const key = options.idempotencyKey;
