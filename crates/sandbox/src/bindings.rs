@@ -469,7 +469,6 @@ fn copy_raw(raw: Option<std::ptr::NonNull<[u8]>>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Evaluates the prelude's web module and returns its `bind` function.
 /// Evaluates one of the core's lazily loaded parts and returns its `bind` function.
 fn load_part<'js>(ctx: Ctx<'js>, name: String) -> rquickjs::Result<Function<'js>> {
     let bytecode =

@@ -3,9 +3,10 @@
 //! An isolate owns its runtime's memory limit, interrupt handler and module loader. With
 //! [`Isolation::Warm`] it keeps one context in which the program was evaluated once and reuses
 //! its default export; with [`Isolation::Invocation`] it evaluates the program for one call,
-//! and the engine replaces the whole runtime after that call. An invocation runs JavaScript in short metered steps and awaits host
-//! operations in between (see [`crate::meter`] and [`crate::bindings`]). Scheduling isolates
-//! onto threads is [`crate::engine`]'s business, not this module's.
+//! and the engine replaces the whole runtime after that call. An invocation runs JavaScript in
+//! short metered steps and awaits host operations in between (see [`crate::meter`] and
+//! [`crate::bindings`]). Scheduling isolates onto threads is [`crate::engine`]'s business, not
+//! this module's.
 
 use std::cell::RefCell;
 use std::rc::Rc;
