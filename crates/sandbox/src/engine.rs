@@ -179,9 +179,7 @@ impl Engine {
     fn lease_here(&self, program: &Program) -> Option<(Lease, Worker)> {
         let index = self.registry.current_worker()?;
         let worker = HERE.with_borrow(Clone::clone)?;
-        let semaphore = self.registry.semaphore(&program.integration);
-        let permit = semaphore.try_acquire_owned().ok()?;
-        let lease = Registry::checkout_idle(&self.registry, program, permit, index)?;
+        let lease = Registry::checkout_idle(&self.registry, program, index)?;
         Some((lease, worker))
     }
 
@@ -466,13 +464,9 @@ impl Registry {
         (lease, stale)
     }
 
-    /// Takes an idle runtime of exactly this program on `worker`, if there is one.
-    fn checkout_idle(
-        this: &Arc<Self>,
-        program: &Program,
-        permit: OwnedSemaphorePermit,
-        worker: usize,
-    ) -> Option<Lease> {
+    /// Takes an idle runtime of exactly this program on `worker`, with a permit of its
+    /// integration, if both are to be had without waiting.
+    fn checkout_idle(this: &Arc<Self>, program: &Program, worker: usize) -> Option<Lease> {
         let key = RuntimeKey::of(program);
         let mut state = this.lock();
         let pool = state.pools.get_mut(&program.integration)?;
@@ -480,6 +474,7 @@ impl Registry {
             .idle
             .iter()
             .rposition(|idle| idle.key == key && idle.worker == worker)?;
+        let permit = Arc::clone(&pool.semaphore).try_acquire_owned().ok()?;
         let idle = pool.idle.remove(at);
         Some(Lease {
             registry: Arc::clone(this),
@@ -691,14 +686,13 @@ async fn serve(
     registry: Arc<Registry>,
     host: Arc<dyn Host>,
 ) {
-    let isolates: Isolates = Rc::default();
-    let spares: Spares = Rc::default();
-    tokio::task::spawn_local(refill(Rc::clone(&spares), Arc::clone(&host)));
-    HERE.set(Some(Worker {
-        isolates: Rc::clone(&isolates),
-        spares: Rc::clone(&spares),
-        host: Arc::clone(&host),
-    }));
+    let worker = Worker {
+        isolates: Rc::default(),
+        spares: Rc::default(),
+        host,
+    };
+    tokio::task::spawn_local(refill(Rc::clone(&worker.spares), Arc::clone(&worker.host)));
+    HERE.set(Some(worker.clone()));
     let period =
         (registry.config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
     let mut sweep = tokio::time::interval(period);
@@ -708,25 +702,20 @@ async fn serve(
         tokio::select! {
             command = inbox.recv() => match command {
                 Some(Command::Invoke(job)) => {
-                    let worker = Worker {
-                        isolates: Rc::clone(&isolates),
-                        spares: Rc::clone(&spares),
-                        host: Arc::clone(&host),
-                    };
-                    tokio::task::spawn_local(run_job(*job, worker));
+                    tokio::task::spawn_local(run_job(*job, worker.clone()));
                 }
                 Some(Command::Run(task)) => {
                     tokio::task::spawn_local(task);
                 }
                 Some(Command::Drop(id)) => {
-                    let dropped = isolates.borrow_mut().remove(&id);
+                    let dropped = worker.isolates.borrow_mut().remove(&id);
                     drop(dropped);
                 }
                 None => break,
             },
             _ = sweep.tick() => {
                 for id in registry.expired(index, Instant::now()) {
-                    let dropped = isolates.borrow_mut().remove(&id);
+                    let dropped = worker.isolates.borrow_mut().remove(&id);
                     if dropped.is_some() {
                         tracing::debug!(runtime.id = id, "dropped idle runtime");
                     }
