@@ -1,12 +1,16 @@
 //! The engine: worker threads that own runtimes, and per-integration pools that decide which
 //! runtime serves which call.
 //!
-//! QuickJS runtimes are not `Send`, so each lives on the worker thread that created it (a
-//! current-thread tokio runtime with a `LocalSet`). The [`Registry`] is the shared truth about
-//! runtimes: how many each integration has, which are idle, and on which worker they live.
-//! A semaphore per integration caps its runtimes; a call holds a permit for as long as it uses
-//! a runtime, so extra calls wait for one to be free. What happens inside a runtime is
-//! [`crate::isolate`]'s business.
+//! A runtime serving an integration lives on one worker thread (a current-thread tokio
+//! runtime with a `LocalSet`). Runtimes are born and die elsewhere: a builder thread makes
+//! spare runtimes ahead of need, each with its context and `splice` module ready, and frees
+//! the ones that are done, so the threads serving calls do neither (see [`Moving`] for how a
+//! runtime changes threads).
+//!
+//! The [`Registry`] is the shared truth about runtimes: how many each integration has, which
+//! are idle, and on which worker they live. A semaphore per integration caps its runtimes; a
+//! call holds a permit for as long as it uses a runtime, so extra calls wait for one to be
+//! free. What happens inside a runtime is [`crate::isolate`]'s business.
 //!
 //! A worker thread can also run the caller's own tasks ([`Engine::run_on_worker`]): the server
 //! serves HTTP on them, so a request whose runtime lives on the thread that parsed it never
@@ -16,10 +20,11 @@
 //! serves any number of connections.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -113,8 +118,16 @@ impl Engine {
         };
         let registry = Arc::new(Registry::new(config.clone()));
 
+        let builder = spawn_builder(Arc::clone(&host));
         let workers = (0..config.workers)
-            .filter_map(|index| spawn_worker(index, Arc::clone(&registry), Arc::clone(&host)))
+            .filter_map(|index| {
+                let fleet = Fleet {
+                    registry: Arc::clone(&registry),
+                    host: Arc::clone(&host),
+                    builder: builder.clone(),
+                };
+                spawn_worker(index, fleet)
+            })
             .collect::<Vec<_>>();
         registry.lock().per_worker = vec![0; workers.len()];
 
@@ -621,16 +634,19 @@ impl Drop for Lease {
     }
 }
 
-fn spawn_worker(
-    index: usize,
+/// What every worker thread shares: the books, the host, and the builder thread.
+struct Fleet {
     registry: Arc<Registry>,
     host: Arc<dyn Host>,
-) -> Option<mpsc::UnboundedSender<Command>> {
+    builder: Option<Builder>,
+}
+
+fn spawn_worker(index: usize, fleet: Fleet) -> Option<mpsc::UnboundedSender<Command>> {
     let (commands, inbox) = mpsc::unbounded_channel();
     let spawned = std::thread::Builder::new()
         .name(format!("splice-sandbox-{index}"))
         .stack_size(WORKER_STACK_BYTES)
-        .spawn(move || run_worker(index, inbox, registry, host));
+        .spawn(move || run_worker(index, inbox, fleet));
 
     match spawned {
         Ok(_) => Some(commands),
@@ -641,12 +657,7 @@ fn spawn_worker(
     }
 }
 
-fn run_worker(
-    index: usize,
-    inbox: mpsc::UnboundedReceiver<Command>,
-    registry: Arc<Registry>,
-    host: Arc<dyn Host>,
-) {
+fn run_worker(index: usize, inbox: mpsc::UnboundedReceiver<Command>, fleet: Fleet) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -657,41 +668,157 @@ fn run_worker(
             return;
         }
     };
-    ON_WORKER.set(Some((Arc::as_ptr(&registry) as usize, index)));
+    ON_WORKER.set(Some((Arc::as_ptr(&fleet.registry) as usize, index)));
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(index, inbox, registry, host));
+    local.block_on(&runtime, serve(index, inbox, fleet));
 }
 
 type Isolates = Rc<RefCell<HashMap<RuntimeId, Isolate>>>;
 
-/// Runtimes a worker keeps built ahead for cold starts, each with its first stage ready.
-const SPARES: usize = 1;
+/// Runtimes a worker keeps built ahead for cold starts and strict isolation, each with its
+/// first stage ready.
+const SPARES: usize = 2;
 
-type Spares = Rc<RefCell<Vec<Isolate>>>;
+/// A worker's spare runtimes: ready, on their way from the builder thread, or being built
+/// on the worker's own thread (when there is no builder).
+#[derive(Default)]
+struct Spares {
+    ready: RefCell<Vec<Isolate>>,
+    /// Looked at when a spare is wanted, so a call never waits for one that is late; nor
+    /// does it depend on when this thread gets round to a wake-up from the builder.
+    ordered: RefCell<VecDeque<oneshot::Receiver<Moving>>>,
+    building: Cell<usize>,
+}
 
-/// Builds spare runtimes until the worker has [`SPARES`] of them.
-async fn refill(spares: Spares, host: Arc<dyn Host>) {
-    while spares.borrow().len() < SPARES {
-        let Some(spare) = Isolate::spare(Arc::clone(&host)).await else {
-            return;
-        };
-        spares.borrow_mut().push(spare);
+impl Spares {
+    fn pending(&self) -> usize {
+        self.ready.borrow().len() + self.ordered.borrow().len() + self.building.get()
+    }
+
+    /// A spare from the builder, if one has arrived.
+    fn arrived(&self) -> Option<Isolate> {
+        let mut ordered = self.ordered.borrow_mut();
+        while let Some(next) = ordered.front_mut() {
+            match next.try_recv() {
+                Ok(Moving(isolate)) => {
+                    ordered.pop_front();
+                    return Some(isolate);
+                }
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+                // The builder could not build it; it is ordered again.
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    ordered.pop_front();
+                }
+            }
+        }
+        None
     }
 }
 
-/// A worker's main loop: start invocations, drop runtimes, sweep idle ones.
-async fn serve(
-    index: usize,
-    mut inbox: mpsc::UnboundedReceiver<Command>,
-    registry: Arc<Registry>,
+/// The thread that builds spare runtimes and frees used ones, so that the threads serving
+/// calls do neither: a cold start or a call under strict isolation waits for no runtime to
+/// be built, and no answer waits for a runtime to be freed.
+#[derive(Clone)]
+struct Builder {
+    chores: mpsc::UnboundedSender<Chore>,
+    /// Runtimes sent to be freed and not freed yet.
+    unfreed: Arc<AtomicUsize>,
+}
+
+/// Runtimes that may wait for the builder thread to free them; past this a worker frees its
+/// own, so memory stays bounded when calls outpace the builder.
+const UNFREED: usize = 8;
+
+enum Chore {
+    /// Build a spare runtime and send it back.
+    Build(oneshot::Sender<Moving>),
+    /// Free a runtime nobody will use again.
+    Free(Box<Moving>),
+}
+
+/// An isolate handed whole between a worker and the builder thread.
+///
+/// `Isolate` is not `Send`: its host state is shared through `Rc` with the native functions
+/// installed in its runtime, and it holds `Persistent` handles into that runtime. Every such
+/// clone and handle lives inside the isolate or inside its runtime, so moving the isolate
+/// moves all of them at once, and one thread holds it at a time. The QuickJS runtime itself
+/// may change threads: with rquickjs's `parallel` feature its lock and its stack limit follow
+/// the thread that enters it.
+struct Moving(Isolate);
+
+#[expect(
+    unsafe_code,
+    reason = "an isolate moves with every handle into it; see `Moving`"
+)]
+unsafe impl Send for Moving {}
+
+fn spawn_builder(host: Arc<dyn Host>) -> Option<Builder> {
+    let (chores, inbox) = mpsc::unbounded_channel();
+    let unfreed = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&unfreed);
+    let spawned = std::thread::Builder::new()
+        .name("splice-build".to_owned())
+        .stack_size(WORKER_STACK_BYTES)
+        .spawn(move || run_builder(inbox, host, &counter));
+    match spawned {
+        Ok(_) => Some(Builder { chores, unfreed }),
+        Err(error) => {
+            tracing::warn!(%error, "could not start the runtime builder thread; workers build their own runtimes");
+            None
+        }
+    }
+}
+
+fn run_builder(
+    mut inbox: mpsc::UnboundedReceiver<Chore>,
     host: Arc<dyn Host>,
+    unfreed: &AtomicUsize,
 ) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::warn!(%error, "could not start the runtime builder; workers build their own runtimes");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        while let Some(chore) = inbox.recv().await {
+            match chore {
+                Chore::Build(reply) => {
+                    if reply.is_closed() {
+                        continue;
+                    }
+                    if let Some(spare) = Isolate::spare(Arc::clone(&host)).await {
+                        // A worker that stopped meanwhile drops it here.
+                        let _ = reply.send(Moving(spare));
+                    }
+                }
+                Chore::Free(isolate) => {
+                    drop(isolate);
+                    unfreed.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+}
+
+/// A worker's main loop: start invocations, drop runtimes, sweep idle ones.
+async fn serve(index: usize, mut inbox: mpsc::UnboundedReceiver<Command>, fleet: Fleet) {
+    let Fleet {
+        registry,
+        host,
+        builder,
+    } = fleet;
     let worker = Worker {
         isolates: Rc::default(),
         spares: Rc::default(),
         host,
+        builder,
     };
-    tokio::task::spawn_local(refill(Rc::clone(&worker.spares), Arc::clone(&worker.host)));
+    worker.order_spares();
     HERE.set(Some(worker.clone()));
     let period =
         (registry.config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
@@ -709,17 +836,19 @@ async fn serve(
                 }
                 Some(Command::Drop(id)) => {
                     let dropped = worker.isolates.borrow_mut().remove(&id);
-                    drop(dropped);
+                    if let Some(isolate) = dropped {
+                        worker.free(isolate);
+                    }
                 }
                 None => break,
             },
             _ = sweep.tick() => {
                 for id in registry.expired(index, Instant::now()) {
                     let dropped = worker.isolates.borrow_mut().remove(&id);
-                    if dropped.is_some() {
+                    if let Some(isolate) = dropped {
                         tracing::debug!(runtime.id = id, "dropped idle runtime");
+                        worker.free(isolate);
                     }
-                    drop(dropped);
                 }
             }
         }
@@ -732,8 +861,60 @@ async fn serve(
 #[derive(Clone)]
 struct Worker {
     isolates: Isolates,
-    spares: Spares,
+    spares: Rc<Spares>,
     host: Arc<dyn Host>,
+    builder: Option<Builder>,
+}
+
+impl Worker {
+    /// A spare runtime if one is ready; another is ordered in its place.
+    fn take_spare(&self) -> Option<Isolate> {
+        let spare = self.spares.ready.borrow_mut().pop();
+        let spare = spare.or_else(|| self.spares.arrived());
+        self.order_spares();
+        spare
+    }
+
+    /// Orders spare runtimes until [`SPARES`] are ready or on their way: from the builder
+    /// thread, or built here as a task of this thread when there is none.
+    fn order_spares(&self) {
+        let spares = &self.spares;
+        while spares.pending() < SPARES {
+            if let Some(builder) = &self.builder {
+                let (reply, spare) = oneshot::channel();
+                if builder.chores.send(Chore::Build(reply)).is_ok() {
+                    spares.ordered.borrow_mut().push_back(spare);
+                    continue;
+                }
+            }
+            spares.building.set(spares.building.get() + 1);
+            let spares = Rc::clone(spares);
+            let host = Arc::clone(&self.host);
+            tokio::task::spawn_local(async move {
+                let spare = Isolate::spare(host).await;
+                spares.building.set(spares.building.get().saturating_sub(1));
+                if let Some(spare) = spare {
+                    spares.ready.borrow_mut().push(spare);
+                }
+            });
+        }
+    }
+
+    /// Frees a runtime on the builder thread; here, when there is none, it has stopped, or
+    /// it is [`UNFREED`] runtimes behind.
+    fn free(&self, isolate: Isolate) {
+        let Some(builder) = &self.builder else {
+            return;
+        };
+        if builder.unfreed.load(Ordering::Relaxed) >= UNFREED {
+            return;
+        }
+        builder.unfreed.fetch_add(1, Ordering::Relaxed);
+        if let Err(unsent) = builder.chores.send(Chore::Free(Box::new(Moving(isolate)))) {
+            builder.unfreed.fetch_sub(1, Ordering::Relaxed);
+            drop(unsent);
+        }
+    }
 }
 
 /// Starts a call right here, inside the caller's task, on a runtime of this thread: no queue
@@ -756,17 +937,13 @@ async fn run_job(job: Job, worker: Worker) {
 
     let existing = worker.isolates.borrow_mut().remove(&id);
     let existing = existing.filter(|isolate| isolate.key() == RuntimeKey::of(&job.program));
-    let mut used_spare = false;
     let created = match existing {
         Some(isolate) => Ok(isolate),
         None => {
-            let spare = worker.spares.borrow_mut().pop();
+            let spare = worker.take_spare();
             tracing::debug!(runtime.id = id, integration.id = %job.program.integration, spare = spare.is_some(), "creating runtime");
             match spare {
-                Some(mut isolate) => {
-                    used_spare = true;
-                    isolate.bind(&job.program).map(|()| isolate)
-                }
+                Some(mut isolate) => isolate.bind(&job.program).map(|()| isolate),
                 None => Isolate::new(&job.program, Arc::clone(&worker.host)),
             }
         }
@@ -777,10 +954,6 @@ async fn run_job(job: Job, worker: Worker) {
             job.lease.release(false);
             let _ = job.reply.send(failed(error, started));
         }
-    }
-    if used_spare {
-        // Queued behind the answer, like everything after it.
-        tokio::task::spawn_local(refill(worker.spares, worker.host));
     }
 }
 
@@ -803,8 +976,8 @@ async fn run_call(mut isolate: Isolate, job: Job, started: Instant, worker: &Wor
             runtime.id = id,
             "discarded runtime after a failed invocation"
         );
-        drop(isolate);
         let _ = reply.send(outcome.invocation);
+        worker.free(isolate);
         return;
     }
     if isolate.key().isolation == Isolation::Warm {
@@ -817,24 +990,27 @@ async fn run_call(mut isolate: Isolate, job: Job, started: Instant, worker: &Wor
     }
 
     // A fresh runtime per call: the answer goes first, then this runtime is freed whole, with
-    // everything the call left in it, and the next call's built with its stage ready (the
-    // memory just freed is what it reuses). The caller may be a connection on this thread: as
-    // a task queued behind it, that work starts once the connection has sent the answer.
+    // everything the call left in it, and the next call gets a spare with its stage ready.
+    // Both happen on the builder thread when there is one; the caller may be a connection on
+    // this thread, and as a task queued behind it the rest starts once it has sent the answer.
     let _ = reply.send(outcome.invocation);
-    let isolates = Rc::clone(&worker.isolates);
-    let host = Arc::clone(&worker.host);
+    worker.free(isolate);
+    let worker = worker.clone();
     tokio::task::spawn_local(async move {
-        drop(isolate);
-        let next = Isolate::spare(host)
-            .await
-            .and_then(|mut next| next.bind(&program).ok().map(|()| next));
+        let next = match worker.take_spare() {
+            Some(spare) => Some(spare),
+            None => Isolate::spare(Arc::clone(&worker.host)).await,
+        };
+        let next = next.and_then(|mut next| next.bind(&program).ok().map(|()| next));
         // Without one, the next call builds its own runtime, and reports why it cannot.
         let Some(next) = next else {
             lease.release(false);
             return;
         };
         if lease.release(true) {
-            isolates.borrow_mut().insert(id, next);
+            worker.isolates.borrow_mut().insert(id, next);
+        } else {
+            worker.free(next);
         }
     });
 }
@@ -926,6 +1102,135 @@ mod tests {
         assert_eq!(registry.lock().per_worker, vec![1, 1]);
         assert_eq!(call(&registry, Some(1)), 1);
         assert_eq!(call(&registry, Some(0)), 0);
+    }
+
+    /// A host whose every operation fails: enough for code that makes no host calls.
+    struct NoHost;
+
+    impl Host for NoHost {
+        fn token(
+            &self,
+            _: crate::TokenRequest,
+        ) -> futures::future::BoxFuture<'static, Result<String, crate::HostError>> {
+            Box::pin(std::future::ready(Err(unreachable_host())))
+        }
+
+        fn fetch(
+            &self,
+            _: crate::FetchRequest,
+        ) -> futures::future::BoxFuture<'static, Result<crate::FetchResponse, crate::HostError>>
+        {
+            Box::pin(std::future::ready(Err(unreachable_host())))
+        }
+    }
+
+    fn unreachable_host() -> crate::HostError {
+        crate::HostError {
+            code: "unreachable".into(),
+            message: "no host in this test".into(),
+        }
+    }
+
+    /// Runs the work `start` begins to completion on a thread of its own, as a worker or the
+    /// builder would.
+    fn on_thread<T, W>(start: impl FnOnce() -> W + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        W: Future<Output = T>,
+    {
+        let thread = std::thread::Builder::new()
+            .stack_size(WORKER_STACK_BYTES)
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                runtime.block_on(start())
+            })
+            .expect("thread");
+        thread.join().expect("the thread panicked")
+    }
+
+    fn get(path: &str) -> Request {
+        Request {
+            kind: crate::RequestKind::Http,
+            method: "GET".into(),
+            path: path.into(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn a_runtime_built_on_one_thread_serves_calls_on_another() {
+        let source = "import { Integration } from 'splice';\n\
+                      const integration = new Integration();\n\
+                      const down = (n) => down(n + 1) + 1;\n\
+                      integration.router.get('/ok', (ctx) => { ctx.body = 'ok'; });\n\
+                      integration.router.get('/deep', (ctx) => { ctx.body = down(0); });\n\
+                      export default integration;\n";
+        let files = [("integration.js".to_owned(), source.to_owned())].into();
+        let program = Program {
+            bytecode: Arc::new(crate::compile(&files).expect("compiles")),
+            ..program()
+        };
+
+        // Built the way the builder thread builds spares...
+        let spare = on_thread(|| async { Isolate::spare(Arc::new(NoHost)).await.map(Moving) });
+        let Some(spare) = spare else {
+            panic!("no spare runtime was built");
+        };
+        // ...then bound and called on another thread, and freed on a third (this one).
+        let (calls, used) = on_thread(move || async move {
+            // Taken whole: a closure using only the field would capture just the isolate.
+            let spare = spare;
+            let Moving(mut isolate) = spare;
+            isolate.bind(&program).expect("binds");
+            let ok = isolate.invoke(&get("/ok")).await;
+            let deep = isolate.invoke(&get("/deep")).await;
+            let again = isolate.invoke(&get("/ok")).await;
+            let results = [ok, deep, again].map(|outcome| outcome.invocation.result);
+            (results, Moving(isolate))
+        });
+        drop(used);
+
+        let [ok, deep, again] = calls;
+        assert_eq!(ok.map(|r| r.body), Ok(bytes::Bytes::from_static(b"ok")));
+        // QuickJS's stack limit follows the thread that runs the code: recursion is caught
+        // on the second thread's stack, not measured against the first one's.
+        assert_eq!(deep, Err(InvokeError::StackOverflow));
+        assert_eq!(again.map(|r| r.status), Ok(200));
+    }
+
+    #[tokio::test]
+    async fn runtimes_wait_to_be_freed_off_the_thread_only_up_to_a_bound() {
+        // A builder that never gets round to its chores.
+        let (chores, mut inbox) = mpsc::unbounded_channel();
+        let builder = Builder {
+            chores,
+            unfreed: Arc::new(AtomicUsize::new(0)),
+        };
+        let worker = Worker {
+            isolates: Rc::default(),
+            spares: Rc::default(),
+            host: Arc::new(NoHost),
+            builder: Some(builder.clone()),
+        };
+
+        for _ in 0..UNFREED + 3 {
+            let isolate = Isolate::spare(Arc::new(NoHost)).await.expect("a runtime");
+            worker.free(isolate);
+        }
+
+        // The rest were freed in place.
+        assert_eq!(builder.unfreed.load(Ordering::Relaxed), UNFREED);
+        let mut queued = 0;
+        while let Ok(chore) = inbox.try_recv() {
+            assert!(matches!(chore, Chore::Free(_)));
+            queued += 1;
+        }
+        assert_eq!(queued, UNFREED);
     }
 
     #[test]

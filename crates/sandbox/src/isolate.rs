@@ -120,7 +120,7 @@ enum Failure {
 pub(crate) struct Isolate {
     key: RuntimeKey,
     state: Rc<HostState>,
-    meter: Rc<Meter>,
+    meter: Arc<Meter>,
     load_failure: Rc<RefCell<Option<String>>>,
     modules: ImageModules,
     warm: Option<Scope>,
@@ -163,7 +163,7 @@ impl Isolate {
     fn unbound(host: Arc<dyn Host>) -> Result<Self, InvokeError> {
         let runtime = Runtime::new().map_err(|e| InvokeError::Internal(e.to_string()))?;
 
-        let meter = Rc::new(Meter::default());
+        let meter = Arc::new(Meter::default());
         runtime.set_max_stack_size(JS_STACK_BYTES);
         runtime.set_interrupt_handler(Some(meter.handler()));
 

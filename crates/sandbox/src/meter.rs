@@ -5,8 +5,7 @@
 //! polls the handler every few thousand instructions, so a busy loop ends shortly after the
 //! deadline. Time spent awaiting host I/O is not counted as CPU; the wall limit covers it.
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::api::{InvokeError, Limits};
@@ -28,32 +27,44 @@ impl Limit {
     }
 }
 
-/// Shared between the runtime's interrupt handler and the code that runs steps.
+/// Shared between the runtime's interrupt handler and the code that runs steps. A runtime
+/// may be built on one thread and run on another, never on two at once, so the lock is
+/// never contended.
 #[derive(Debug, Default)]
 pub(crate) struct Meter {
-    armed: Cell<Option<(Instant, Limit)>>,
-    tripped: Cell<Option<Limit>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    armed: Option<(Instant, Limit)>,
+    tripped: Option<Limit>,
 }
 
 impl Meter {
     /// The interrupt handler to install on the runtime.
-    pub(crate) fn handler(self: &Rc<Self>) -> Box<dyn FnMut() -> bool> {
-        let meter = Rc::clone(self);
+    pub(crate) fn handler(self: &Arc<Self>) -> Box<dyn FnMut() -> bool + Send> {
+        let meter = Arc::clone(self);
         Box::new(move || meter.should_interrupt())
     }
 
     /// The limit that stopped the code, once one has. Sticky: the runtime is then discarded.
     pub(crate) fn tripped(&self) -> Option<Limit> {
-        self.tripped.get()
+        self.state().tripped
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn should_interrupt(&self) -> bool {
-        if self.tripped.get().is_some() {
+        let mut state = self.state();
+        if state.tripped.is_some() {
             return true;
         }
-        match self.armed.get() {
+        match state.armed {
             Some((deadline, limit)) if Instant::now() >= deadline => {
-                self.tripped.set(Some(limit));
+                state.tripped = Some(limit);
                 true
             }
             _ => false,
@@ -69,14 +80,15 @@ impl Meter {
         } else {
             (budget.wall_deadline, Limit::Wall)
         };
-        self.armed.set(Some(armed));
+        self.state().armed = Some(armed);
 
         let out = step();
 
-        self.armed.set(None);
+        let mut state = self.state();
+        state.armed = None;
         budget.cpu_left = budget.cpu_left.saturating_sub(start.elapsed());
-        if budget.cpu_left.is_zero() && self.tripped.get().is_none() {
-            self.tripped.set(Some(Limit::Cpu));
+        if budget.cpu_left.is_zero() && state.tripped.is_none() {
+            state.tripped = Some(Limit::Cpu);
         }
         out
     }
@@ -113,7 +125,7 @@ mod tests {
 
     #[test]
     fn interrupts_after_the_cpu_budget() {
-        let meter = Rc::new(Meter::default());
+        let meter = Arc::new(Meter::default());
         let mut interrupt = meter.handler();
         let mut budget = Budget::new(&limits(5, 10_000));
 
@@ -149,7 +161,7 @@ mod tests {
 
     #[test]
     fn wall_deadline_wins_when_earlier() {
-        let meter = Rc::new(Meter::default());
+        let meter = Arc::new(Meter::default());
         let interrupt = meter.handler();
         let mut budget = Budget::new(&limits(10_000, 5));
 
