@@ -4,21 +4,47 @@ use async_trait::async_trait;
 use splice_domain::{IntegrationId, InvocationRecord};
 use sqlx::Row;
 
-use super::{SqlStore, from_json};
+use super::{Dialect, SqlStore, from_json};
 use crate::{InvocationQuery, InvocationStore, Result, StoreError};
 
 /// Columns bound per invocation row.
 const COLUMNS: usize = 9;
-/// Rows per INSERT, well under SQLite's and PostgreSQL's parameter limits.
-const ROWS_PER_INSERT: usize = 500;
+
+/// The most rows one `INSERT` writes, a power of two.
+///
+/// SQLite runs a statement on its connection's thread in one go, on cores the request
+/// threads share: a statement of hundreds of rows held a core for a millisecond or two, and a
+/// request arriving then waited for it. Short statements leave gaps between them. PostgreSQL
+/// does the work in its own processes, so there fewer round trips matter more.
+fn largest_insert(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Sqlite => 32,
+        Dialect::Postgres => 512,
+    }
+}
+
+/// Splits `rows` into runs whose lengths are powers of two no larger than `largest`, longest
+/// first: every statement then has one of a few shapes, each prepared once per connection
+/// and reused.
+fn power_of_two_runs<T>(rows: &[T], largest: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let fits = 1 << rest.len().ilog2();
+        let (run, tail) = rest.split_at(fits.min(largest));
+        rest = tail;
+        Some(run)
+    })
+}
 
 #[async_trait]
 impl InvocationStore for SqlStore {
     async fn record_invocations(&self, records: &[InvocationRecord]) -> Result<()> {
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        // One multi-row statement per chunk: a burst of invocations costs a few round trips.
-        for chunk in records.chunks(ROWS_PER_INSERT) {
+        for chunk in power_of_two_runs(records, largest_insert(self.dialect())) {
             let sql = format!(
                 "INSERT INTO invocations (integration_id, install_id, at, method, path, status, \
                  duration_us, error, logs) VALUES {}",
@@ -78,5 +104,30 @@ impl InvocationStore for SqlStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::power_of_two_runs;
+
+    fn lengths(rows: usize, largest: usize) -> Vec<usize> {
+        let rows: Vec<usize> = (0..rows).collect();
+        let runs: Vec<&[usize]> = power_of_two_runs(&rows, largest).collect();
+        // The runs cover the rows in order, each once.
+        assert_eq!(runs.concat(), rows);
+        runs.iter().map(|run| run.len()).collect()
+    }
+
+    #[test]
+    fn rows_are_written_in_runs_of_a_few_shapes() {
+        let mut expected = vec![32; 11];
+        expected.extend([16, 8, 4]);
+        assert_eq!(lengths(380, 32), expected);
+        assert_eq!(lengths(5, 32), vec![4, 1]);
+        assert_eq!(lengths(64, 32), vec![32, 32]);
+        assert_eq!(lengths(1, 512), vec![1]);
+        assert_eq!(lengths(1000, 512), vec![512, 256, 128, 64, 32, 8]);
+        assert!(lengths(0, 32).is_empty());
     }
 }
