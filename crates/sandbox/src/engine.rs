@@ -903,12 +903,11 @@ impl Worker {
     /// Frees a runtime on the builder thread; here, when there is none, it has stopped, or
     /// it is [`UNFREED`] runtimes behind.
     fn free(&self, isolate: Isolate) {
-        let Some(builder) = &self.builder else {
+        let builder = self.builder.as_ref();
+        let Some(builder) = builder.filter(|b| b.unfreed.load(Ordering::Relaxed) < UNFREED) else {
+            drop(isolate);
             return;
         };
-        if builder.unfreed.load(Ordering::Relaxed) >= UNFREED {
-            return;
-        }
         builder.unfreed.fetch_add(1, Ordering::Relaxed);
         if let Err(unsent) = builder.chores.send(Chore::Free(Box::new(Moving(isolate)))) {
             builder.unfreed.fetch_sub(1, Ordering::Relaxed);
@@ -981,11 +980,18 @@ async fn run_call(mut isolate: Isolate, job: Job, started: Instant, worker: &Wor
         return;
     }
     if isolate.key().isolation == Isolation::Warm {
-        if lease.release(true) {
+        let evicted = if lease.release(true) {
             worker.isolates.borrow_mut().insert(id, isolate);
-        }
+            None
+        } else {
+            Some(isolate)
+        };
         // The caller may have gone away; then nobody wants the answer.
         let _ = reply.send(outcome.invocation);
+        if let Some(isolate) = evicted {
+            // Its integration was evicted or redeployed while it ran.
+            worker.free(isolate);
+        }
         return;
     }
 

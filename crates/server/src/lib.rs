@@ -322,7 +322,10 @@ pub fn router(state: AppState) -> Router {
             get(connect::start_connect).post(connect::submit_connect),
         )
         .route("/v1/oauth/callback", get(connect::oauth_callback))
-        .route("/v1/connectors/{id}/webhook", post(webhooks::receive_webhook))
+        .route(
+            "/v1/connectors/{id}/webhook",
+            post(webhooks::receive_webhook),
+        )
         .merge(api)
         .fallback(health::unknown_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
