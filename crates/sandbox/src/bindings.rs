@@ -39,6 +39,12 @@ const MAX_PENDING_OPS: usize = 1024;
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 /// Longest delay of a task started from code.
 const MAX_TASK_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Evaluations of the core's lazily loaded parts one invocation may start. Entering QuickJS
+/// from a native function re-bases its stack limit on the current depth, so every evaluation
+/// lets code recurse one more stack budget deeper until the next step; a part that fails to
+/// load (out of memory, say) and is retried ever deeper must not reach the thread's real stack
+/// end. A part that loads is kept, so two are all a runtime normally needs.
+const MAX_PART_LOADS: u32 = 4;
 
 const LOG_CAP_NOTICE: &str =
     "log limit reached: further console output of this invocation was dropped";
@@ -79,6 +85,7 @@ struct Inner {
     log_bytes: usize,
     log_capped: bool,
     next_op: u64,
+    part_loads: u32,
     waiting: HashMap<u64, Settlers>,
     operations: FuturesUnordered<Operation>,
 }
@@ -91,6 +98,7 @@ impl HostState {
             log_bytes: 0,
             log_capped: false,
             next_op: 0,
+            part_loads: 0,
             waiting: HashMap::new(),
             operations: FuturesUnordered::new(),
         };
@@ -113,6 +121,7 @@ impl HostState {
         inner.logs.clear();
         inner.log_bytes = 0;
         inner.log_capped = false;
+        inner.part_loads = 0;
     }
 
     /// Ends an invocation: drops operations still in flight and hands back its console lines.
@@ -224,7 +233,13 @@ impl HostState {
             })?,
         )?;
 
-        table.set("loadPart", Function::new(ctx.clone(), load_part)?)?;
+        let state = Rc::clone(self);
+        table.set(
+            "loadPart",
+            Function::new(ctx.clone(), move |ctx: Ctx<'js>, name: String| {
+                load_part(&state, ctx, name)
+            })?,
+        )?;
         table.set("utf8Encode", Function::new(ctx.clone(), utf8_encode)?)?;
         table.set("utf8Decode", Function::new(ctx.clone(), utf8_decode)?)?;
 
@@ -469,8 +484,21 @@ fn copy_raw(raw: Option<std::ptr::NonNull<[u8]>>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Evaluates one of the core's lazily loaded parts and returns its `bind` function.
-fn load_part<'js>(ctx: Ctx<'js>, name: String) -> rquickjs::Result<Function<'js>> {
+/// Evaluates one of the core's lazily loaded parts and returns its `bind` function, at most
+/// [`MAX_PART_LOADS`] times an invocation.
+fn load_part<'js>(
+    state: &HostState,
+    ctx: Ctx<'js>,
+    name: String,
+) -> rquickjs::Result<Function<'js>> {
+    {
+        let mut inner = state.inner.borrow_mut();
+        if inner.part_loads >= MAX_PART_LOADS {
+            let message = format!("the splice module's '{name}' part could not be loaded");
+            return Err(Exception::throw_internal(&ctx, &message));
+        }
+        inner.part_loads += 1;
+    }
     let bytecode =
         prelude::part_bytecode(&name).map_err(|e| Exception::throw_internal(&ctx, &e))?;
     // Evaluating without resolution is sound only for a module without static imports, which

@@ -901,19 +901,31 @@ impl Worker {
     }
 
     /// Frees a runtime on the builder thread; here, when there is none, it has stopped, or
-    /// it is [`UNFREED`] runtimes behind.
+    /// it is [`UNFREED`] runtimes behind, as a task of this thread queued behind whatever
+    /// called (an answer being written, say).
     fn free(&self, isolate: Isolate) {
-        let builder = self.builder.as_ref();
-        let Some(builder) = builder.filter(|b| b.unfreed.load(Ordering::Relaxed) < UNFREED) else {
-            drop(isolate);
+        let reserved = self.builder.as_ref().filter(|builder| {
+            let count = &builder.unfreed;
+            count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < UNFREED).then_some(n + 1)
+                })
+                .is_ok()
+        });
+        let Some(builder) = reserved else {
+            drop_later(isolate);
             return;
         };
-        builder.unfreed.fetch_add(1, Ordering::Relaxed);
         if let Err(unsent) = builder.chores.send(Chore::Free(Box::new(Moving(isolate)))) {
             builder.unfreed.fetch_sub(1, Ordering::Relaxed);
-            drop(unsent);
+            drop_later(unsent);
         }
     }
+}
+
+/// Drops `value` in a task of this thread, after the current one yields.
+fn drop_later<T: 'static>(value: T) {
+    tokio::task::spawn_local(async move { drop(value) });
 }
 
 /// Starts a call right here, inside the caller's task, on a runtime of this thread: no queue
@@ -1182,9 +1194,19 @@ mod tests {
             ..program()
         };
 
-        // Built the way the builder thread builds spares...
-        let spare = on_thread(|| async { Isolate::spare(Arc::new(NoHost)).await.map(Moving) });
-        let Some(spare) = spare else {
+        // Built the way the builder thread builds spares, on a thread that stays alive (so the
+        // next one cannot reuse its stack)...
+        let (send_spare, spare) = std::sync::mpsc::channel();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let builder = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("tokio runtime");
+            let spare = runtime.block_on(Isolate::spare(Arc::new(NoHost)));
+            let _ = send_spare.send(spare.map(Moving));
+            let _ = wait.recv();
+        });
+        let Ok(Some(spare)) = spare.recv() else {
             panic!("no spare runtime was built");
         };
         // ...then bound and called on another thread, and freed on a third (this one).
@@ -1200,6 +1222,8 @@ mod tests {
             (results, Moving(isolate))
         });
         drop(used);
+        drop(done);
+        builder.join().expect("the builder thread panicked");
 
         let [ok, deep, again] = calls;
         assert_eq!(ok.map(|r| r.body), Ok(bytes::Bytes::from_static(b"ok")));
@@ -1211,6 +1235,12 @@ mod tests {
 
     #[tokio::test]
     async fn runtimes_wait_to_be_freed_off_the_thread_only_up_to_a_bound() {
+        tokio::task::LocalSet::new()
+            .run_until(free_past_the_bound())
+            .await;
+    }
+
+    async fn free_past_the_bound() {
         // A builder that never gets round to its chores.
         let (chores, mut inbox) = mpsc::unbounded_channel();
         let builder = Builder {

@@ -117,6 +117,10 @@ enum Failure {
 }
 
 /// One runtime for one integration version.
+///
+/// Its host state, module loader and limits are shared through `Rc` with what its runtime
+/// holds, and nothing outside the isolate may keep a clone: the engine moves an isolate
+/// between threads only whole (`engine::Moving`).
 pub(crate) struct Isolate {
     key: RuntimeKey,
     state: Rc<HostState>,

@@ -544,6 +544,51 @@ async fn deep_recursion_is_a_stack_overflow_and_the_next_call_works() {
     );
 }
 
+/// Loading a lazily loaded part of the `splice` module enters QuickJS from inside a call, which
+/// re-bases its stack limit on the current depth; a part that keeps failing to load must not be
+/// retried without end (each retry, deeper in a recursion, could move the limit past the
+/// thread's stack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_that_fails_to_load_is_retried_only_a_few_times_per_call() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.get('/retry', (ctx) => {
+           const errors = new Array(8).fill('');
+           let hog = [];
+           try { for (;;) hog.push(new Array(1024).fill(1)); } catch {}
+           let tail = null;
+           try { for (;;) tail = { next: tail }; } catch {}
+           for (let i = 0; i < errors.length; i++) {
+             // Room for a little, never for the part.
+             for (let k = 0; k < 64 && tail; k++) tail = tail.next;
+             try { new URL('https://example.test/'); errors[i] = 'loaded'; }
+             catch (e) { errors[i] = e === null ? 'null' : e.message; }
+           }
+           hog = null;
+           tail = null;
+           ctx.body = { errors };
+         });",
+    );
+    let mut program = program("parts", 1, &source);
+    program.limits.memory_bytes = 8 << 20;
+
+    let response = ok(engine.invoke(&program, get("/retry")).await);
+
+    let errors: Vec<String> =
+        serde_json::from_value(json(&response)["errors"].clone()).expect("a list of messages");
+    assert!(
+        errors[..4].iter().all(|e| e == "out of memory"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[4..]
+            .iter()
+            .all(|e| e == "the splice module's 'web' part could not be loaded"),
+        "{errors:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_call_that_never_answers_hits_the_wall_limit() {
     let host = Arc::new(FakeHost::default());

@@ -89,7 +89,9 @@ pub struct FromIntegration;
 /// those produced below the handlers (a method not allowed, a body over the limit), keeping
 /// their status and headers. Integration responses and HTML pages pass unchanged.
 ///
-/// A body announced larger than the server takes is refused before it is read.
+/// A body announced larger than the server takes is refused before it is read. Every 5xx
+/// answer, an integration's too, is logged as an error with its request's method and path
+/// (the cause of one of Splice's own is logged where it arose).
 pub async fn json_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -104,8 +106,14 @@ pub async fn json_errors(
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
             .into_response();
     }
+    let method = request.method().clone();
+    let uri = request.uri().clone();
     let response = next.run(request).await;
     let status = response.status();
+    if status.is_server_error() {
+        // The path only: query strings carry OAuth codes and states.
+        tracing::error!(status = status.as_u16(), %method, path = %uri.path(), "response failed");
+    }
     if !(status.is_client_error() || status.is_server_error())
         || response.extensions().get::<FromIntegration>().is_some()
     {

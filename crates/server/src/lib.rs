@@ -333,16 +333,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
 
     // A span per request costs about 1.7 µs of CPU even when nothing records it, so it is
-    // only there when the log level records it. Failures are logged where they happen.
+    // only there when the log level records it. 5xx answers are logged by `json_errors`.
     if !tracing::enabled!(tracing::Level::INFO) {
         return app;
     }
-    app.layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
-        |request: &axum::http::Request<_>| {
+    let trace = tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(|request: &axum::http::Request<_>| {
             // The path only: query strings carry OAuth codes and states.
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
-        },
-    ))
+        })
+        .on_failure(());
+    app.layer(trace)
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests and running jobs finish

@@ -151,6 +151,43 @@ async fn runaway_routes_fail_cleanly_and_the_server_keeps_serving() {
     let (status, body) = app.get("/v1/integrations/runaway/api/ok").await;
     assert_eq!((status, body), (StatusCode::OK, json!({ "ok": true })));
     assert_eq!(app.get("/health").await.0, StatusCode::OK);
+
+    // Each 5xx answer is logged once, with the request it answered.
+    let failures = |logs: &str, route: &str| {
+        let path = format!("path=/v1/integrations/runaway/api/{route}");
+        without_colors(logs)
+            .lines()
+            .filter(|line| line.contains("response failed") && line.ends_with(&path))
+            .count()
+    };
+    let mut logs = app.logs();
+    for _ in 0..50 {
+        if ["spin", "bomb"]
+            .iter()
+            .all(|route| failures(&logs, route) > 0)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        logs = app.logs();
+    }
+    for route in ["spin", "bomb"] {
+        assert_eq!(failures(&logs, route), 1, "/{route}:\n{logs}");
+    }
+}
+
+/// `text` without ANSI colour sequences.
+fn without_colors(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 const ODD_JS: &str = r#"import { Integration } from "splice";

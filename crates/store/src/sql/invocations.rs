@@ -27,6 +27,7 @@ fn largest_insert(dialect: Dialect) -> usize {
 /// first: every statement then has one of a few shapes, each prepared once per connection
 /// and reused.
 fn power_of_two_runs<T>(rows: &[T], largest: usize) -> impl Iterator<Item = &[T]> {
+    debug_assert!(largest.is_power_of_two());
     let mut rest = rows;
     std::iter::from_fn(move || {
         if rest.is_empty() {
