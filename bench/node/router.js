@@ -28,18 +28,32 @@ function matchPattern(pattern, segments) {
   return params;
 }
 
+function trimPath(path) {
+  if (path.length > 1 && path.endsWith('/')) return path.slice(0, -1);
+  return path === '' ? '/' : path;
+}
+
+// Like Splice's router, a literal path matches by string comparison and is never split.
 class Router {
   #routes = [];
 
   get(path, handler) {
-    this.#routes.push({ method: 'GET', pattern: compilePattern(path), handler });
+    const literal = path.includes(':') ? null : trimPath(path);
+    this.#routes.push({ method: 'GET', literal, pattern: compilePattern(path), handler });
     return this;
   }
 
   route(method, path) {
-    const segments = splitPath(path);
+    const target = trimPath(path);
+    let segments = null;
     for (const route of this.#routes) {
-      const params = matchPattern(route.pattern, segments);
+      let params;
+      if (route.literal !== null) {
+        params = route.literal === target ? {} : null;
+      } else {
+        segments ??= splitPath(target);
+        params = matchPattern(route.pattern, segments);
+      }
       if (params !== null && route.method === method) return { handler: route.handler, params };
     }
     return null;

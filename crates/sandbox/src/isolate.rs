@@ -16,7 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rquickjs::context::intrinsic;
 use rquickjs::promise::PromiseState;
-use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Promise, Runtime, Value};
+use rquickjs::{
+    Array, Context, Ctx, Function, Module, Object, Persistent, Promise, Runtime, Value,
+};
 
 use crate::api::{
     Host, Invocation, InvokeError, Isolation, Limits, LogLine, Program, Request, Response,
@@ -350,8 +352,15 @@ impl Isolate {
         let answer = self.step(budget, &scope.context, |ctx| {
             let dispatch = scope.dispatch.clone().restore(ctx)?;
             let instance = scope.instance.clone().restore(ctx)?;
-            let request = request_to_js(ctx, request)?;
-            let value: Value<'_> = dispatch.call((instance, request))?;
+            let value: Value<'_> = dispatch.call((
+                instance,
+                request.kind.as_str(),
+                request.method.as_str(),
+                request.path.as_str(),
+                request.query.as_str(),
+                flat_pairs(ctx, &request.headers)?,
+                String::from_utf8_lossy(&request.body).as_ref(),
+            ))?;
             Ok(match value.as_promise() {
                 Some(promise) => Err(Persistent::save(ctx, promise.clone())),
                 None => Ok(Persistent::save(ctx, value)),
@@ -575,15 +584,14 @@ fn describe(ctx: &Ctx<'_>, fault: Fault) -> Failure {
     }
 }
 
-fn request_to_js<'js>(ctx: &Ctx<'js>, request: &Request) -> rquickjs::Result<Object<'js>> {
-    let object = Object::new(ctx.clone())?;
-    object.set("kind", request.kind.as_str())?;
-    object.set("method", request.method.as_str())?;
-    object.set("path", request.path.as_str())?;
-    object.set("query", request.query.as_str())?;
-    object.set("headers", bindings::pairs_to_js(ctx, &request.headers)?)?;
-    object.set("body", String::from_utf8_lossy(&request.body).as_ref())?;
-    Ok(object)
+/// Request headers as `[name, value, name, value, ...]`: one array, whatever their number.
+fn flat_pairs<'js>(ctx: &Ctx<'js>, pairs: &[(String, String)]) -> rquickjs::Result<Array<'js>> {
+    let array = Array::new(ctx.clone())?;
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        array.set(2 * i, name.as_str())?;
+        array.set(2 * i + 1, value.as_str())?;
+    }
+    Ok(array)
 }
 
 /// Reads the dispatcher's `{ status, headers: [[name, value]], body }`.
@@ -596,12 +604,14 @@ fn response_from_js(value: &Value<'_>) -> Result<Response, Fault> {
     if status.fract() != 0.0 || !(100.0..=599.0).contains(&status) {
         return Err(internal_fault(&format!("invalid response status {status}")));
     }
-    let pairs: Vec<Vec<String>> = object.get("headers")?;
-    let headers = pairs
-        .into_iter()
-        .filter_map(|pair| <[String; 2]>::try_from(pair).ok())
-        .map(|[name, value]| (name, value))
-        .collect();
+    let pairs: Array<'_> = object.get("headers")?;
+    let mut headers = Vec::with_capacity(pairs.len());
+    for pair in pairs.iter::<Array<'_>>() {
+        let pair = pair?;
+        if pair.len() == 2 {
+            headers.push((pair.get(0)?, pair.get(1)?));
+        }
+    }
     let body: Value<'_> = object.get("body")?;
 
     Ok(Response {

@@ -202,9 +202,15 @@ defineGlobal("clearInterval", (id) => void timers.delete(id));
 
 const ROUTE = Symbol("route");
 
+/** The path without one trailing slash; the empty path is `/`. */
+function trimPath(path) {
+  if (path.length > 1 && path.endsWith("/")) return path.slice(0, -1);
+  return path === "" ? "/" : path;
+}
+
 function splitPath(path) {
-  const trimmed = path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
-  return trimmed === "/" || trimmed === "" ? [] : trimmed.slice(1).split("/");
+  const trimmed = trimPath(path);
+  return trimmed === "/" ? [] : trimmed.slice(1).split("/");
 }
 
 function compilePattern(path) {
@@ -278,31 +284,46 @@ export class Router {
     return this.#add("*", path, handler);
   }
 
-  // Literal patterns compile on first match: a fresh context per invocation registers every
-  // route but matches only one. Patterns with parameters compile now, to report bad names.
+  // A literal path matches by string comparison and is never split; only patterns with
+  // parameters compile, here, to report bad names.
   #add(method, path, handler) {
     if (typeof path !== "string" || !path.startsWith("/")) {
       throw new TypeError(`route path must be a string starting with '/': ${String(path)}`);
     }
     if (typeof handler !== "function") throw new TypeError(`handler for ${path} must be a function`);
     const dynamic = path.includes(":") || path.includes("*");
-    this.#routes.push({ method, path, pattern: dynamic ? compilePattern(path) : null, handler });
+    this.#routes.push({
+      method,
+      literal: dynamic ? null : trimPath(path),
+      pattern: dynamic ? compilePattern(path) : null,
+      handler,
+    });
     return this;
   }
 
   /** The handler for a request, `{ allow }` when only the method is wrong, or null. */
   [ROUTE](method, path) {
-    const segments = splitPath(path);
-    const allow = new Set();
-    for (const route of this.#routes) {
-      route.pattern ??= compilePattern(route.path);
-      const params = matchPattern(route.pattern, segments);
-      if (params === null) continue;
-      if (route.method === "*" || route.method === method) return { handler: route.handler, params };
-      if (method === "HEAD" && route.method === "GET") return { handler: route.handler, params };
-      allow.add(route.method);
+    const target = trimPath(path);
+    const routes = this.#routes;
+    let segments = null;
+    let allow = null;
+    for (let i = 0; i < routes.length; i++) {
+      const route = routes[i];
+      let params;
+      if (route.literal !== null) {
+        if (route.literal !== target) continue;
+        params = {};
+      } else {
+        segments ??= splitPath(target);
+        params = matchPattern(route.pattern, segments);
+        if (params === null) continue;
+      }
+      if (route.method === "*" || route.method === method || (method === "HEAD" && route.method === "GET")) {
+        return { handler: route.handler, params };
+      }
+      (allow ??= new Set()).add(route.method);
     }
-    return allow.size > 0 ? { allow: [...allow] } : null;
+    return allow === null ? null : { allow: [...allow] };
   }
 }
 
@@ -311,9 +332,12 @@ export class Router {
 
 const FINISH = Symbol("finish");
 
-function headerObject(pairs) {
+/** Request headers (`[name, value, name, value, ...]`) as an object; repeats are joined. */
+function headerObject(flat) {
   const out = {};
-  for (const [name, value] of pairs) {
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const name = flat[i];
+    const value = flat[i + 1];
     out[name] = name in out ? `${out[name]}, ${value}` : value;
   }
   return out;
@@ -389,16 +413,22 @@ class ContextRequest {
 
 /** The Koa-like `ctx` a handler receives. */
 class Context {
+  #raw;
+  #request = null;
   #status;
   #body;
-  #headers = [];
+  #headers = null;
 
   constructor(raw, params) {
-    this.request = new ContextRequest(raw);
+    this.#raw = raw;
     this.method = raw.method;
     this.path = raw.path;
     this.params = params;
     this.state = {};
+  }
+
+  get request() {
+    return (this.#request ??= new ContextRequest(this.#raw));
   }
 
   get query() {
@@ -447,12 +477,12 @@ class Context {
   }
 
   append(name, value) {
-    this.#headers.push([headerName(name), headerValue(value)]);
+    (this.#headers ??= []).push([headerName(name), headerValue(value)]);
   }
 
   remove(name) {
     const n = headerName(name);
-    this.#headers = this.#headers.filter(([k]) => k !== n);
+    if (this.#headers !== null) this.#headers = this.#headers.filter(([k]) => k !== n);
   }
 
   throw(status, message, code) {
@@ -460,16 +490,27 @@ class Context {
   }
 
   [FINISH]() {
-    const [body, type] = responseBody(this.#body);
-    const headers = this.#headers;
-    if (type !== null && !headers.some(([k]) => k === "content-type")) headers.push(["content-type", type]);
+    const headers = this.#headers ?? [];
+    let body = this.#body;
+    let type = TEXT;
+    if (typeof body !== "string") [body, type] = responseBody(body);
+    if (type !== null && !hasHeader(headers, "content-type")) headers.push(["content-type", type]);
     return { status: this.status, headers, body };
   }
 }
 
+const TEXT = "text/plain; charset=utf-8";
+
+function hasHeader(pairs, name) {
+  for (let i = 0; i < pairs.length; i++) {
+    if (pairs[i][0] === name) return true;
+  }
+  return false;
+}
+
 function responseBody(body) {
   if (body === undefined || body === null) return [undefined, null];
-  if (typeof body === "string") return [body, "text/plain; charset=utf-8"];
+  if (typeof body === "string") return [body, TEXT];
   const bytes = toUint8Array(body);
   if (bytes !== null) return [bytes, "application/octet-stream"];
   return [JSON.stringify(body), "application/json"];
@@ -597,9 +638,10 @@ export class Integration {
  * sandbox. A handler that finishes synchronously gets its response back synchronously, with
  * no promise in between; one that returns a promise gets a promise of the response.
  */
-function dispatch(integration, raw) {
+function dispatch(integration, kind, method, path, query, headers, body) {
   // Timers left by earlier invocations can never fire: their host operations were dropped.
   timers.clear();
+  const raw = { kind, method, path, query, headers, body };
   if (raw.kind === "task") return lazy().runTask(integration, raw);
   if (raw.kind === "event") return lazy().runEvent(integration, raw);
   if (raw.kind === "cron") return lazy().runCron(integration, raw);
