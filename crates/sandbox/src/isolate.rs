@@ -348,7 +348,8 @@ impl Isolate {
         request: &Request,
         budget: &mut Budget,
     ) -> Result<Response, InvokeError> {
-        // A handler that finished synchronously answers at once; a promise is driven.
+        // A handler that finished synchronously answers at once, read in the same step; a
+        // promise is driven.
         let answer = self.step(budget, &scope.context, |ctx| {
             let dispatch = scope.dispatch.clone().restore(ctx)?;
             let instance = scope.instance.clone().restore(ctx)?;
@@ -363,20 +364,23 @@ impl Isolate {
             ))?;
             Ok(match value.as_promise() {
                 Some(promise) => Err(Persistent::save(ctx, promise.clone())),
-                None => Ok(Persistent::save(ctx, value)),
+                None => Ok(response_from_js(&value)?),
             })
         })?;
-        let value = match answer {
-            Ok(value) => {
-                // Promise jobs the handler queued run now, not in the next invocation.
+        match answer {
+            Ok(response) => {
+                // Promise jobs the handler queued run now, not in the next invocation; the
+                // answer is what the handler returned.
                 self.run_jobs(budget)?;
-                value
+                Ok(response)
             }
-            Err(promise) => self.drive(&scope.context, promise, budget).await?,
-        };
-        self.step(budget, &scope.context, |ctx| {
-            response_from_js(&value.restore(ctx)?)
-        })
+            Err(promise) => {
+                let value = self.drive(&scope.context, promise, budget).await?;
+                self.step(budget, &scope.context, |ctx| {
+                    response_from_js(&value.restore(ctx)?)
+                })
+            }
+        }
     }
 
     /// Runs jobs and host operations until `promise` settles.
@@ -425,6 +429,9 @@ impl Isolate {
 
     /// Runs pending promise jobs until none is left.
     fn run_jobs(&self, budget: &mut Budget) -> Result<(), InvokeError> {
+        if !self.runtime.is_job_pending() {
+            return Ok(());
+        }
         let result = self.meter.run(budget, || {
             loop {
                 match self.runtime.execute_pending_job() {

@@ -1181,7 +1181,11 @@ async fn synchronous_handlers_answer_without_a_promise_and_their_jobs_run_in_the
     let engine = engine(&host);
     let source = routes(
         "router.get('/sync', (ctx) => {\n\
-           Promise.resolve().then(() => console.log('queued by', ctx.path));\n\
+           Promise.resolve().then(() => {\n\
+             console.log('queued by', ctx.path);\n\
+             ctx.append('x-late', 'too late');\n\
+           });\n\
+           ctx.append('x-sync', 'yes');\n\
            ctx.status = 201;\n\
            ctx.body = { sync: true };\n\
          });\n\
@@ -1197,6 +1201,9 @@ async fn synchronous_handlers_answer_without_a_promise_and_their_jobs_run_in_the
     let response = ok(invocation);
     assert_eq!(response.status, 201);
     assert_eq!(json(&response), serde_json::json!({ "sync": true }));
+    // The answer is what the handler returned, whatever its queued jobs did afterwards.
+    assert_eq!(header_of(&response, "x-sync"), Some("yes"));
+    assert_eq!(header_of(&response, "x-late"), None);
 
     let thrown = ok(engine.invoke(&program, get("/thrown")).await);
     assert_eq!(thrown.status, 409);
