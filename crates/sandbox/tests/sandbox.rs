@@ -112,6 +112,9 @@ async fn literal_routes_match_whole_paths_in_registration_order() {
     assert_eq!(answer("GET", "/a/bb").await, found("param bb"));
     assert_eq!(answer("GET", "/a//c").await, found("empty segment"));
     assert_eq!(answer("GET", "/a/b/c").await.0, 404);
+    // One trailing slash is ignored, for patterns as for literal paths; two are not.
+    assert_eq!(answer("GET", "/a/b//").await.0, 404);
+    assert_eq!(answer("GET", "/a/x/").await, found("param x"));
     assert_eq!(answer("GET", "/A/B").await.0, 404);
     let (status, _, allow) = answer("POST", "/a/b").await;
     assert_eq!((status, allow.as_deref()), (405, Some("GET, PUT")));

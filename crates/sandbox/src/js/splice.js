@@ -314,7 +314,7 @@ export class Router {
         if (route.literal !== target) continue;
         params = {};
       } else {
-        segments ??= splitPath(target);
+        segments ??= splitPath(path);
         params = matchPattern(route.pattern, segments);
         if (params === null) continue;
       }
@@ -429,6 +429,10 @@ class Context {
 
   get request() {
     return (this.#request ??= new ContextRequest(this.#raw));
+  }
+
+  set request(value) {
+    this.#request = value;
   }
 
   get query() {
