@@ -48,6 +48,46 @@ async fn route_params_and_query_reach_the_handler() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_named_like_object_properties_are_plain_data() {
+    let host = Arc::new(FakeHost::default());
+    let engine = engine(&host);
+    let source = routes(
+        "router.post('/echo', (ctx) => {\n\
+           const plain = (o) => Object.getPrototypeOf(o) === Object.prototype;\n\
+           ctx.body = {\n\
+             query: ctx.query, headers: ctx.headers, form: ctx.request.body,\n\
+             plain: [plain(ctx.query), plain(ctx.headers), plain(ctx.request.body)],\n\
+           };\n\
+         });",
+    );
+    let program = program("keys", 1, &source);
+
+    let query = "__proto__=a&constructor=b&constructor=c&toString=d";
+    let headers = [
+        ("constructor", "x"),
+        ("__proto__", "y"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let body = "__proto__=1&hasOwnProperty=2";
+    let request = request("POST", "/echo", query, &headers, body);
+    let response = ok(engine.invoke(&program, request).await);
+
+    assert_eq!(
+        json(&response),
+        serde_json::json!({
+            "query": { "__proto__": "a", "constructor": ["b", "c"], "toString": "d" },
+            "headers": {
+                "constructor": "x",
+                "__proto__": "y",
+                "content-type": "application/x-www-form-urlencoded",
+            },
+            "form": { "__proto__": "1", "hasOwnProperty": "2" },
+            "plain": [true, true, true],
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_are_404_and_wrong_methods_405() {
     let host = Arc::new(FakeHost::default());
     let engine = engine(&host);

@@ -105,14 +105,22 @@ function parsePairs(query) {
   return pairs;
 }
 
+/**
+ * Sets an own, enumerable property whatever its name: a key the client chose, such as
+ * `__proto__` or `constructor`, is data, never the object's prototype or an inherited value.
+ */
+function setOwn(object, name, value) {
+  Object.defineProperty(object, name, { value, writable: true, enumerable: true, configurable: true });
+}
+
 /** Parses a query string into an object; repeated keys become arrays. */
 function parseQuery(query) {
   const out = {};
   for (const [name, value] of parsePairs(query)) {
-    const prev = out[name];
-    if (prev === undefined) out[name] = value;
+    const prev = Object.hasOwn(out, name) ? out[name] : undefined;
+    if (prev === undefined) setOwn(out, name, value);
     else if (Array.isArray(prev)) prev.push(value);
-    else out[name] = [prev, value];
+    else setOwn(out, name, [prev, value]);
   }
   return out;
 }
@@ -248,7 +256,7 @@ function matchPattern(pattern, segments) {
     if (i >= segments.length) return null;
     if (part.param !== undefined) {
       if (segments[i] === "") return null;
-      params[part.param] = decodeSegment(segments[i]);
+      setOwn(params, part.param, decodeSegment(segments[i]));
     } else if (part.literal !== segments[i]) {
       return null;
     }
@@ -338,7 +346,7 @@ function headerObject(flat) {
   for (let i = 0; i + 1 < flat.length; i += 2) {
     const name = flat[i];
     const value = flat[i + 1];
-    out[name] = name in out ? `${out[name]}, ${value}` : value;
+    setOwn(out, name, Object.hasOwn(out, name) ? `${out[name]}, ${value}` : value);
   }
   return out;
 }
